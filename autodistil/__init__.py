@@ -1,0 +1,1 @@
+"""AutoDistil: few-shot task-agnostic NAS for distilling language models (work in progress)."""

@@ -1,0 +1,11 @@
+"""distiller_nlp: the Distiller knowledge-distillation pipeline on Hugging Face models.
+
+Kept light on purpose: importing ``distiller_nlp`` (or ``distiller_nlp.core``) costs only torch, so ``vision_kd`` and
+``autodistil`` can use the shared loss core without loading transformers or datasets.
+"""
+
+__version__ = "0.1.0"
+
+from distiller_nlp.errors import DistillerError  # noqa: E402
+
+__all__ = ["DistillerError", "__version__"]

@@ -1,0 +1,16 @@
+"""User-facing errors.
+
+Every mistake a user can make with input (a malformed recipe, an unknown key, a missing column, a label outside the
+label set, an empty split, a teacher without a matching classifier, ...) raises :class:`DistillerError` with a
+one-line message that names the culprit. The command-line entry points print ``error: <message>`` and exit with
+code 2; Python callers catch the exception.
+"""
+
+
+class DistillerError(ValueError):
+    """A one-line, user-facing error about bad input. The CLI prints it and exits with status 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

@@ -1,0 +1,1 @@
+"""vision_kd: image-classification KD methods on the shared loss core (work in progress)."""

@@ -1,0 +1,536 @@
+"""The one Accelerate training loop every package drives.
+
+A caller hands the engine a trainable ``nn.Module`` whose ``forward(batch)`` returns a dict with a scalar ``loss``
+(plus any named scalar tensors to log, e.g. ``{"loss": ..., "kd": ..., "hidden_mse/2": ...}``) and whose
+``predict(batch)`` returns logits for evaluation. Everything a run trains — the student and its extra modules
+(projections, MI critics) — lives inside that module, so it is optimised, synchronised across processes and
+checkpointed together; the caller's ``export_fn`` decides what is exported (the student only).
+
+A teacher is not part of the trainable module: pass it as ``frozen`` (moved to the device, kept in eval mode) and
+compute its outputs in ``prepare_batch(batch)``, which the engine calls under ``torch.no_grad()`` (not
+``inference_mode``: inference tensors cannot be saved for the student's backward) and autocast.
+
+The engine does: seeding, precision ``auto|no|bf16|fp16`` (auto = bf16 where the hardware runs it fast), gradient
+accumulation, clipping, AdamW with linear warm-up/decay, evaluation with ``gather_for_metrics`` (every example once,
+in any world size), best-model export, atomic ``save_state`` checkpoints and ``--resume`` (a run killed and resumed
+with the same seed ends with the same metrics), TensorBoard tracking and tqdm progress on the main process.
+
+Depends on torch and accelerate only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from distiller_nlp.errors import DistillerError
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+# ------------------------------------------------------------------------------------------------ precision
+
+_BF16_FAST_CACHE: Optional[bool] = None
+
+
+def bf16_is_fast() -> bool:
+    """True where bf16 matmuls run fast: a CUDA GPU with bf16 support, or a CPU with AMX tiles (or AVX-512 bf16)."""
+    global _BF16_FAST_CACHE
+    if _BF16_FAST_CACHE is not None:
+        return _BF16_FAST_CACHE
+    fast = False
+    if torch.cuda.is_available():
+        fast = bool(torch.cuda.is_bf16_supported())
+    else:
+        probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        fast = bool(probe()) if probe is not None else False
+        if not fast:
+            probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+            fast = bool(probe()) if probe is not None else False
+    _BF16_FAST_CACHE = fast
+    return fast
+
+
+def resolve_precision(precision: str, cpu: bool = False) -> str:
+    """Map ``auto|no|bf16|fp16`` to what accelerate understands (``no``/``bf16``/``fp16``), logging the choice."""
+    on_gpu = torch.cuda.is_available() and not cpu
+    if precision == "auto":
+        chosen = "bf16" if bf16_is_fast() and (on_gpu or not torch.cuda.is_available() or cpu) else "no"
+        if chosen == "no":
+            logger.info("precision auto: bf16 is not fast on this hardware, training in fp32")
+        else:
+            logger.info("precision auto: bf16 autocast (hardware runs bf16 matmuls fast)")
+        return chosen
+    if precision == "fp16" and not on_gpu:
+        raise DistillerError("precision fp16 needs a CUDA GPU; use --precision bf16 or --precision no on CPU")
+    if precision not in ("no", "bf16", "fp16"):
+        raise DistillerError(f"unknown precision '{precision}' (use auto, no, bf16 or fp16)")
+    return precision
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def _atomic_write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    """Complete checkpoints under ``output_dir/checkpoints``, oldest first (temp dirs of an interrupted save skipped)."""
+    root = os.path.join(output_dir, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith(CHECKPOINT_PREFIX) and os.path.isfile(os.path.join(path, STATE_FILE)):
+            try:
+                found.append((int(name[len(CHECKPOINT_PREFIX):]), path))
+            except ValueError:
+                continue
+    return [p for _, p in sorted(found)]
+
+
+def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        lname = name.lower()
+        if p.ndim < 2 or "layernorm" in lname or "layer_norm" in lname or name.endswith(".bias"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_warmup_schedule(optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up from 0 to the base lr over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        remaining = max(1, total_steps - warmup_steps)
+        return max(0.0, (total_steps - step) / remaining)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def predict_loader(accelerator, model: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model.predict(batch)`` over a prepared loader; logits and labels of every example exactly once.
+
+    ``gather_for_metrics`` drops the samples a distributed sampler duplicated to even out the last batch, so in any
+    world size each example is counted once.
+    """
+    model = accelerator.unwrap_model(model)
+    was_training = model.training
+    model.eval()
+    preds, refs = [], []
+    for batch in loader:
+        with accelerator.autocast():
+            logits = model.predict(batch)
+        labels = batch["labels"]
+        logits, labels = accelerator.gather_for_metrics((logits.float().contiguous(), labels.contiguous()))
+        preds.append(logits.cpu())
+        refs.append(labels.cpu())
+    if was_training:
+        model.train()
+    if not preds:
+        return np.zeros((0,)), np.zeros((0,))
+    return torch.cat(preds).numpy(), torch.cat(refs).numpy()
+
+
+def _evaluate_loaders(accelerator, model, names, loaders, compute_metrics) -> dict:
+    out = {}
+    for i, (name, loader) in enumerate(zip(names, loaders)):
+        logits, labels = predict_loader(accelerator, model, loader)
+        metrics = compute_metrics(logits, labels) if compute_metrics else {}
+        prefix = "eval" if i == 0 else name
+        for k, v in metrics.items():
+            out[f"{prefix}_{k}"] = float(v)
+        out[f"{prefix}_examples"] = int(len(labels))
+    return out
+
+
+def make_accelerator(args, output_dir: Optional[str] = None, tracking: bool = False):
+    """The Accelerator every command uses (precision resolved, seedable sampler, DDP kwargs)."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    mixed = resolve_precision(args.precision, cpu=args.cpu)
+    return Accelerator(
+        cpu=args.cpu,
+        mixed_precision=mixed,
+        gradient_accumulation_steps=args.grad_accum,
+        log_with="tensorboard" if (tracking and args.report_to == "tensorboard") else None,
+        project_dir=output_dir,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.find_unused_parameters)],
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def evaluate_module(module: nn.Module, eval_datasets: dict, collate_fn: Callable, compute_metrics: Callable,
+                    args, accelerator=None) -> dict:
+    """Evaluate a module with ``predict(batch) -> logits`` on named datasets (no training); same keys as the engine.
+
+    Keys are ``eval_<metric>`` for the first dataset and ``<name>_<metric>`` for the others, plus
+    ``eval_runtime_s`` and ``eval_examples_per_s``.
+    """
+    acc = accelerator or make_accelerator(args)
+    names = list(eval_datasets)
+    loaders = [DataLoader(ds, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_fn)
+               for ds in eval_datasets.values()]
+    prepared = acc.prepare(module, *loaders)
+    model, loaders = prepared[0], list(prepared[1:])
+    t0 = time.perf_counter()
+    out = _evaluate_loaders(acc, model, names, loaders, compute_metrics)
+    runtime = time.perf_counter() - t0
+    n = sum(v for k, v in out.items() if k.endswith("_examples"))
+    out["eval_runtime_s"] = round(runtime, 3)
+    out["eval_examples_per_s"] = round(n / runtime, 3) if runtime > 0 else 0.0
+    out["world_size"] = acc.num_processes
+    return out
+
+
+@dataclass
+class EngineResult:
+    """What a training run produced: final metrics (of the best model when there was evaluation) and paths."""
+
+    metrics: dict
+    best_dir: Optional[str]
+    history: list = field(default_factory=list)
+    global_step: int = 0
+
+
+# ------------------------------------------------------------------------------------------------ engine
+
+class Engine:
+    """Drive ``module`` through training with Accelerate. See the module docstring for the contract.
+
+    Args:
+        args: a :class:`distiller_nlp.config.TrainArgs` (epochs, lr, precision, seed, ...).
+        output_dir: run directory; checkpoints go to ``output_dir/checkpoints``, the best export to
+            ``output_dir/best``, TensorBoard logs to ``output_dir/runs``.
+        module: trainable module, ``forward(batch) -> {"loss": tensor, ...}``, ``predict(batch) -> logits``.
+        train_dataset, eval_datasets: map-style datasets; ``collate_fn`` builds batches (dicts of tensors).
+        compute_metrics: ``(predictions: np.ndarray, references: np.ndarray) -> dict`` of metrics in their own range.
+        main_metric: key of ``compute_metrics``' result that selects the best model (higher is better unless
+            ``greater_is_better=False``); the first eval dataset is the selection set.
+        prepare_batch: called on every (device-placed) train batch under ``no_grad`` + autocast, e.g. to add
+            teacher outputs; may return a new dict.
+        frozen: modules moved to the device and kept in eval mode (the teacher); never trained or checkpointed.
+        export_fn: ``(unwrapped_module, directory) -> None`` writes the deliverable (e.g. the student with
+            ``save_pretrained``); called on the main process whenever evaluation improves (and at the end when there
+            is no evaluation).
+        resume: continue from the newest complete checkpoint in ``output_dir/checkpoints``.
+    """
+
+    def __init__(
+        self,
+        args,
+        output_dir: str,
+        module: nn.Module,
+        train_dataset,
+        collate_fn: Callable,
+        eval_datasets: Optional[dict] = None,
+        compute_metrics: Optional[Callable] = None,
+        main_metric: str = "accuracy",
+        greater_is_better: bool = True,
+        prepare_batch: Optional[Callable] = None,
+        frozen: Optional[list] = None,
+        export_fn: Optional[Callable] = None,
+        resume: bool = False,
+        run_name: str = "distiller_nlp",
+        accelerator=None,
+    ):
+        from accelerate.utils import set_seed
+
+        self.args = args
+        self.output_dir = output_dir
+        self.compute_metrics = compute_metrics
+        self.main_metric = args.metric_for_best or main_metric
+        self.greater_is_better = greater_is_better
+        self.prepare_batch = prepare_batch
+        self.export_fn = export_fn
+        self.resume = resume
+        self.run_name = run_name
+        if accelerator is None:
+            accelerator = make_accelerator(args, output_dir, tracking=True)
+        self.accelerator = accelerator
+        self.precision = accelerator.mixed_precision
+        set_seed(args.seed)
+
+        if len(train_dataset) == 0:
+            raise DistillerError("the training set is empty")
+        generator = torch.Generator()
+        generator.manual_seed(args.seed)
+        train_loader = DataLoader(
+            train_dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate_fn, generator=generator
+        )
+        self.eval_names = list((eval_datasets or {}).keys())
+        eval_loaders = [
+            DataLoader(ds, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_fn)
+            for ds in (eval_datasets or {}).values()
+        ]
+        self.frozen = frozen or []
+        for f in self.frozen:
+            f.to(accelerator.device)
+            f.eval()
+            for p in f.parameters():
+                p.requires_grad_(False)
+
+        self.module = module
+        optimizer = torch.optim.AdamW(_param_groups(module, args.weight_decay), lr=args.lr, eps=1e-8)
+        prepared = accelerator.prepare(module, optimizer, train_loader, *eval_loaders)
+        self.model, self.optimizer, self.train_loader = prepared[:3]
+        self.eval_loaders = list(prepared[3:])
+
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / args.grad_accum))
+        if args.max_steps and args.max_steps > 0:
+            self.total_steps = int(args.max_steps)
+        else:
+            self.total_steps = max(1, math.ceil(args.epochs * self.steps_per_epoch))
+        warmup = int(args.warmup_ratio * self.total_steps)
+        scheduler = linear_warmup_schedule(self.optimizer, warmup, self.total_steps)
+        # The scheduler steps once per optimizer step in every process; do not let accelerate rescale it.
+        self.scheduler = scheduler
+        accelerator.register_for_checkpointing(self.scheduler)
+
+        self.state = {
+            "global_step": 0,
+            "epoch": 0,
+            "batches_in_epoch": 0,
+            "best_metric": None,
+            "best_step": None,
+            "best_metrics": {},
+            "history": [],
+            "train_time_s": 0.0,
+            "train_examples": 0,
+        }
+
+    # -------------------------------------------------------------------------------------------- checkpoints
+
+    def _save_checkpoint(self) -> None:
+        acc = self.accelerator
+        step = self.state["global_step"]
+        root = os.path.join(self.output_dir, "checkpoints")
+        final = os.path.join(root, f"{CHECKPOINT_PREFIX}{step:08d}")
+        tmp = os.path.join(root, f".tmp-{CHECKPOINT_PREFIX}{step:08d}")
+        if acc.is_main_process:
+            os.makedirs(root, exist_ok=True)
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(tmp)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            _atomic_write_json(os.path.join(tmp, STATE_FILE), self.state)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in list_checkpoints(self.output_dir)[: -max(1, self.args.keep_checkpoints)]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _load_checkpoint(self) -> bool:
+        ckpts = list_checkpoints(self.output_dir)
+        if not ckpts:
+            logger.warning("--resume: no checkpoint found in %s, starting from scratch", self.output_dir)
+            return False
+        path = ckpts[-1]
+        self.accelerator.load_state(path)
+        with open(os.path.join(path, STATE_FILE), encoding="utf-8") as fh:
+            self.state.update(json.load(fh))
+        self.accelerator.print(f"resumed from {path} (step {self.state['global_step']})")
+        return True
+
+    # -------------------------------------------------------------------------------------------- evaluation
+
+    def predict(self, loader) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and labels of every example of ``loader`` exactly once (``gather_for_metrics``)."""
+        return predict_loader(self.accelerator, self.model, loader)
+
+    def evaluate(self) -> dict:
+        """Evaluate on every eval dataset; keys ``eval_<metric>`` for the first set, ``<name>_<metric>`` else."""
+        return _evaluate_loaders(self.accelerator, self.model, self.eval_names, self.eval_loaders,
+                                 self.compute_metrics)
+
+    def _is_better(self, value: float) -> bool:
+        best = self.state["best_metric"]
+        if best is None:
+            return True
+        return value > best if self.greater_is_better else value < best
+
+    def _evaluate_and_select(self, pbar=None) -> dict:
+        acc = self.accelerator
+        metrics = self.evaluate()
+        key = f"eval_{self.main_metric}"
+        if key not in metrics:
+            raise DistillerError(
+                f"metric_for_best '{self.main_metric}' is not among the evaluation metrics "
+                f"({', '.join(k[5:] for k in metrics if k.startswith('eval_'))})"
+            )
+        entry = {"step": self.state["global_step"], "epoch": self.state["epoch"], **metrics}
+        self.state["history"].append(entry)
+        if self._is_better(metrics[key]):
+            self.state["best_metric"] = metrics[key]
+            self.state["best_step"] = self.state["global_step"]
+            self.state["best_metrics"] = metrics
+            self._export(os.path.join(self.output_dir, "best"))
+        acc.log(metrics, step=self.state["global_step"])
+        if pbar is not None:
+            pbar.write(
+                f"step {self.state['global_step']}: "
+                + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if not k.endswith("_examples"))
+            )
+        return metrics
+
+    def _export(self, directory: str) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if self.export_fn is not None and acc.is_main_process:
+            self.export_fn(acc.unwrap_model(self.model), directory)
+            _atomic_write_json(os.path.join(directory, "step.json"), {"step": self.state["global_step"]})
+        acc.wait_for_everyone()
+
+    # -------------------------------------------------------------------------------------------- training
+
+    def train(self) -> EngineResult:
+        """Run the loop to ``total_steps`` optimizer steps; returns metrics of the selected (best) model."""
+        from tqdm.auto import tqdm
+
+        acc = self.accelerator
+        args = self.args
+        if self.resume:
+            self._load_checkpoint()
+        if args.report_to == "tensorboard":
+            acc.init_trackers(self.run_name)
+
+        total = self.total_steps
+        pbar = tqdm(
+            total=total, initial=self.state["global_step"], desc="train", disable=not acc.is_local_main_process,
+            dynamic_ncols=True,
+        )
+        self.model.train()
+        running: dict[str, torch.Tensor] = {}
+        running_n = 0
+        last_logs: dict = {}
+        t_start = time.perf_counter()
+        time_before = self.state["train_time_s"]
+        examples_before = self.state["train_examples"]
+        examples = 0
+        batches_per_epoch = len(self.train_loader)
+        eval_every = args.eval_steps if args.eval_steps > 0 else None
+        save_every = args.save_steps if args.save_steps > 0 else None
+
+        while self.state["global_step"] < total:
+            epoch = self.state["epoch"]
+            self.train_loader.set_epoch(epoch)
+            skip = self.state["batches_in_epoch"]
+            loader = self.train_loader
+            if skip:
+                # Creating the iterator draws from the global RNG; keep the restored RNG stream intact so that a
+                # resumed run sees the same dropout masks as the uninterrupted one.
+                rng = torch.get_rng_state()
+                loader = acc.skip_first_batches(self.train_loader, skip)
+                iterator = iter(loader)
+                torch.set_rng_state(rng)
+            else:
+                iterator = iter(loader)
+            for batch in iterator:
+                with acc.accumulate(self.model):
+                    if self.prepare_batch is not None:
+                        with torch.no_grad(), acc.autocast():
+                            batch = self.prepare_batch(batch)
+                    with acc.autocast():
+                        out = self.model(batch)
+                    loss = out["loss"]
+                    acc.backward(loss)
+                    if acc.sync_gradients and args.max_grad_norm and args.max_grad_norm > 0:
+                        acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    self.optimizer.step()
+                    if acc.sync_gradients:
+                        self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                for k, v in out.items():
+                    if torch.is_tensor(v) and v.ndim == 0:
+                        v = v.detach().float()
+                        running[k] = running[k] + v if k in running else v
+                running_n += 1
+                examples += int(batch["labels"].shape[0]) * acc.num_processes
+                self.state["batches_in_epoch"] += 1
+                if not acc.sync_gradients:
+                    continue
+                self.state["global_step"] += 1
+                step = self.state["global_step"]
+                pbar.update(1)
+                if step % args.logging_steps == 0 or step == total:
+                    # One host sync every logging_steps, not one per step.
+                    last_logs = {k: float(v) / running_n for k, v in running.items()}
+                    last_logs["lr"] = self.scheduler.get_last_lr()[0]
+                    acc.log({f"train/{k}": v for k, v in last_logs.items()}, step=step)
+                    pbar.set_postfix({k: f"{v:.4g}" for k, v in last_logs.items() if k in ("loss", "lr")})
+                    running, running_n = {}, 0
+                end_of_epoch = self.state["batches_in_epoch"] >= batches_per_epoch
+                do_eval = self.eval_loaders and (
+                    (eval_every and step % eval_every == 0) or (not eval_every and end_of_epoch) or step == total
+                )
+                self.state["train_time_s"] = time_before + time.perf_counter() - t_start
+                self.state["train_examples"] = examples_before + examples
+                if end_of_epoch:
+                    self.state["epoch"] += 1
+                    self.state["batches_in_epoch"] = 0
+                if do_eval:
+                    self._evaluate_and_select(pbar)
+                if do_eval or (save_every and step % save_every == 0) or (not save_every and end_of_epoch):
+                    if step < total:
+                        self._save_checkpoint()
+                if step >= total or end_of_epoch:
+                    break
+            else:
+                # Loader exhausted without reaching a sync point (e.g. a partial accumulation window).
+                self.state["epoch"] += 1
+                self.state["batches_in_epoch"] = 0
+
+        pbar.close()
+        self.state["train_time_s"] = time_before + time.perf_counter() - t_start
+        self.state["train_examples"] = examples_before + examples
+        if not self.eval_loaders:
+            self._export(os.path.join(self.output_dir, "best"))
+            self.state["best_step"] = self.state["global_step"]
+        if args.report_to == "tensorboard":
+            acc.end_training()
+        metrics = dict(self.state["best_metrics"])
+        runtime = self.state["train_time_s"]
+        metrics.update(
+            {
+                "train_runtime_s": round(runtime, 3),
+                "examples_per_s": round(self.state["train_examples"] / runtime, 3) if runtime > 0 else 0.0,
+                "train_loss": last_logs.get("loss", float("nan")),
+                "global_step": self.state["global_step"],
+                "best_step": self.state["best_step"],
+                "precision": self.precision,
+                "world_size": acc.num_processes,
+            }
+        )
+        best_dir = os.path.join(self.output_dir, "best") if self.export_fn is not None else None
+        return EngineResult(metrics=metrics, best_dir=best_dir, history=self.state["history"],
+                            global_step=self.state["global_step"])

@@ -1,0 +1,87 @@
+"""The shared distillation-loss core (torch only), used by ``distiller_nlp``, ``autodistil`` and ``vision_kd``.
+
+Importing this package registers every built-in loss under its canonical name:
+
+===================  ===========================================  ==========================================
+name                 object                                       paper
+===================  ===========================================  ==========================================
+``kd``               :func:`kd_loss`                              Hinton et al. 2015
+``soft_ce``          :func:`soft_ce_loss`                         Distiller ``ce`` (He et al. 2021)
+``logits_mse``       :func:`logits_mse_loss`                      Distiller ``mse``
+``hard_ce``          :func:`hard_ce_loss`                         supervised CE / regression MSE
+``nkd``              :func:`nkd_loss`                             Yang et al. ICCV 2023
+``dkd``              :func:`dkd_loss`                             Zhao et al. CVPR 2022
+``hidden_mse``       :func:`hidden_mse_loss`                      FitNets / TinyBERT
+``hidden_ce``        :func:`hidden_ce_loss`                       Distiller intermediate ``ce``
+``cosine``           :func:`cosine_loss`                          DistilBERT
+``pkd``              :func:`pkd_loss`                             BERT-PKD (Sun et al. 2019)
+``attention_score``  :func:`attention_score_loss`                 TinyBERT (mse) / MiniLM (kl)
+``relation``         :func:`qkv_relation_loss`                    MiniLMv2 / AutoDistil
+``mi_alpha``         :class:`MIAlphaLoss` (nn.Module, stateful)   Distiller MI-α, Poole et al. 2019 bounds
+===================  ===========================================  ==========================================
+
+``get_loss(name)`` returns the function, or the module class for stateful losses; users add their own with
+``@register_loss("name")``.
+"""
+
+from .registry import get_loss, is_stateful, list_losses, register_loss, unregister_loss
+from .logits import dkd_loss, dkd_terms, hard_ce_loss, kd_loss, logits_mse_loss, nkd_loss, soft_ce_loss
+from .features import (
+    attention_score_loss,
+    cosine_loss,
+    hidden_ce_loss,
+    hidden_mse_loss,
+    masked_mean,
+    pkd_loss,
+    scaled_scores,
+    score_divergence,
+    split_heads,
+)
+from .relations import qkv_relation_loss, relation_loss
+from .mutual_info import (
+    MIAlphaLoss,
+    infonce_lower_bound,
+    log_loo_mean,
+    logmeanexp_offdiag,
+    mi_alpha_lower_bound,
+    nwj_lower_bound,
+    tuba_lower_bound,
+)
+
+__all__ = [
+    # registry
+    "register_loss",
+    "unregister_loss",
+    "get_loss",
+    "list_losses",
+    "is_stateful",
+    # logits
+    "kd_loss",
+    "soft_ce_loss",
+    "logits_mse_loss",
+    "hard_ce_loss",
+    "nkd_loss",
+    "dkd_loss",
+    "dkd_terms",
+    # features
+    "hidden_mse_loss",
+    "hidden_ce_loss",
+    "cosine_loss",
+    "pkd_loss",
+    "attention_score_loss",
+    "masked_mean",
+    "split_heads",
+    "scaled_scores",
+    "score_divergence",
+    # relations
+    "relation_loss",
+    "qkv_relation_loss",
+    # mutual information
+    "MIAlphaLoss",
+    "infonce_lower_bound",
+    "nwj_lower_bound",
+    "tuba_lower_bound",
+    "mi_alpha_lower_bound",
+    "log_loo_mean",
+    "logmeanexp_offdiag",
+]

@@ -1,0 +1,268 @@
+"""Prediction-layer (logit) distillation losses.
+
+Conventions:
+- Logits have classes on the last dimension; every leading dimension counts as a sample (``(B, C)`` for sequence
+  classification, ``(B, L, C)`` for token-level outputs), so "batch mean" means the mean over all samples.
+- KL terms use ``reduction="batchmean"`` semantics (sum over classes, mean over samples) and are multiplied by T².
+- Reductions run in fp32 (inputs are cast with ``.float()``), so bf16/fp16 logits give an fp32 loss.
+- Nothing is detached except where the paper's formula says so (NKD's target probability ``T_t``); run the
+  teacher under ``torch.no_grad()`` for offline KD.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from distiller_nlp.errors import DistillerError
+
+from .registry import register_loss
+
+# ----------------------------------------------------------------------------------------------------- validation
+
+
+def _check_temperature(temperature: float) -> float:
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise DistillerError(f"temperature must be a positive number, got {temperature!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise DistillerError(f"temperature must be a positive number, got {temperature!r}")
+    return value
+
+
+def _check_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    if student_logits.shape != teacher_logits.shape:
+        raise DistillerError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "
+            "must have the same shape"
+        )
+    if student_logits.dim() < 1 or student_logits.shape[-1] < 1:
+        raise DistillerError(f"logits need a class dimension, got shape {tuple(student_logits.shape)}")
+
+
+def _flat(logits: torch.Tensor) -> torch.Tensor:
+    """(…, C) -> (N, C) in fp32."""
+    return logits.reshape(-1, logits.shape[-1]).float()
+
+
+def _target_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Hard class indices of shape (N,) for (…, C) logits; soft/mixed label vectors (…, C) are reduced by argmax."""
+    num_classes = logits.shape[-1]
+    if num_classes < 2:
+        raise DistillerError(f"target/non-target decomposition needs at least 2 classes, got {num_classes}")
+    if labels.is_floating_point() and labels.shape == logits.shape:
+        labels = labels.argmax(dim=-1)
+    if labels.shape != logits.shape[:-1]:
+        raise DistillerError(
+            f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)} (expected {tuple(logits.shape[:-1])})"
+        )
+    labels = labels.reshape(-1).long()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DistillerError(
+            f"labels must lie in [0, {num_classes - 1}], got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
+    return labels
+
+
+def _split_target(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split (N, C) logits into the target logit (N,) and the C−1 non-target logits (N, C−1), order preserved.
+
+    Gathering the non-target columns (instead of multiplying by a mask) is what makes the non-target softmax exact:
+    the target class is really removed (cf. cls_KD issue #16, where a mask of ones left it in).
+    """
+    n, c = z.shape
+    target_mask = F.one_hot(labels, c).bool()
+    return z[target_mask], z[~target_mask].reshape(n, c - 1)
+
+
+# ---------------------------------------------------------------------------------------------------------- losses
+
+
+@register_loss("kd")
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    reduction: str = "batchmean",
+) -> torch.Tensor:
+    """Classic KD (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network").
+
+    ``L = T² · KL(softmax(t/T) ‖ softmax(s/T))``, summed over classes and averaged over samples (``batchmean``).
+    ``reduction="none"`` returns the per-sample values ``T²·KL_n`` (shape = the logits' leading dims), e.g. for
+    sample-wise weighting of forward and reverse KL (BD-KD); the reverse KL ``T²·KL(p_s ‖ p_t)`` is
+    ``kd_loss(teacher_logits, student_logits, T)`` (arguments swapped).
+    """
+    temperature = _check_temperature(temperature)
+    _check_pair(student_logits, teacher_logits)
+    if reduction not in ("batchmean", "none"):
+        raise DistillerError(f"kd_loss reduction must be 'batchmean' or 'none', got {reduction!r}")
+    log_p_s = F.log_softmax(_flat(student_logits) / temperature, dim=-1)
+    log_p_t = F.log_softmax(_flat(teacher_logits) / temperature, dim=-1)
+    per_sample = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(-1) * temperature**2
+    if reduction == "none":
+        return per_sample.reshape(student_logits.shape[:-1])
+    return per_sample.mean()
+
+
+@register_loss("soft_ce")
+def soft_ce_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Soft-target cross-entropy, Distiller's ``ce`` prediction loss (He et al. 2021, "Distiller").
+
+    ``L = mean_n −Σ_c softmax(t_n/T)_c · log softmax(s_n/T)_c`` (no T² factor, as in Distiller/TextBrewer).
+    It equals ``KL(p_t ‖ p_s) + H(p_t)``, so its student gradient is ``kd``'s divided by T².
+    """
+    temperature = _check_temperature(temperature)
+    _check_pair(student_logits, teacher_logits)
+    p_t = F.softmax(_flat(teacher_logits) / temperature, dim=-1)
+    log_p_s = F.log_softmax(_flat(student_logits) / temperature, dim=-1)
+    return -(p_t * log_p_s).sum(-1).mean()
+
+
+@register_loss("logits_mse")
+def logits_mse_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Logit matching by MSE (Ba & Caruana 2014; Distiller's ``mse`` prediction loss, used for regression tasks).
+
+    ``L = mean over all elements of (s/T − t/T)²``.
+    """
+    temperature = _check_temperature(temperature)
+    _check_pair(student_logits, teacher_logits)
+    return F.mse_loss(student_logits.float() / temperature, teacher_logits.float() / temperature)
+
+
+@register_loss("hard_ce")
+def hard_ce_loss(student_logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100) -> torch.Tensor:
+    """Supervised loss on gold (or teacher pseudo-) labels, following Hugging Face's problem-type rules.
+
+    - logits with last dim 1 (regression, e.g. STS-B): ``MSE(s.squeeze(-1), y)``;
+    - integer labels with shape = logits' leading dims: cross-entropy ``mean −log softmax(s)_y`` over samples whose
+      label is not ``ignore_index`` (-100, the HF padding label);
+    - float labels with the logits' full shape: soft-label cross-entropy ``mean −Σ_c y_c log softmax(s)_c``.
+    Float labels of shape (N,) with more than one logit are rejected (ambiguous: regression needs one output).
+    """
+    if student_logits.dim() < 1:
+        raise DistillerError("hard_ce_loss: logits need a class dimension")
+    num_outputs = student_logits.shape[-1]
+    if num_outputs == 1:
+        target = labels.float().reshape(student_logits.shape[:-1])
+        return F.mse_loss(student_logits.float().squeeze(-1), target)
+    if labels.is_floating_point():
+        if labels.shape == student_logits.shape:
+            log_p = F.log_softmax(_flat(student_logits), dim=-1)
+            return -(labels.reshape(log_p.shape).float() * log_p).sum(-1).mean()
+        raise DistillerError(
+            f"hard_ce_loss: float labels {tuple(labels.shape)} need logits with last dim 1 (regression) or labels "
+            f"of the logits' shape {tuple(student_logits.shape)} (soft labels)"
+        )
+    if labels.shape != student_logits.shape[:-1]:
+        raise DistillerError(
+            f"hard_ce_loss: labels {tuple(labels.shape)} do not match logits {tuple(student_logits.shape)}"
+        )
+    return F.cross_entropy(_flat(student_logits), labels.reshape(-1).long(), ignore_index=ignore_index)
+
+
+@register_loss("nkd")
+def nkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 1.0,
+    gamma: float = 1.5,
+) -> torch.Tensor:
+    """Normalized KD (Yang, Zeng, Yuan & Li, ICCV 2023, "From Knowledge Distillation to Self-Knowledge
+    Distillation: A Unified Approach with Normalized Loss and Customized Soft Labels").
+
+    ``L = mean_n [ −T_t · log S_t  −  γ·τ² · Σ_{i≠t} N(T^τ)_i · log N(S^τ)_i ]``
+
+    with ``T_t = softmax(t)_y`` (τ = 1, detached), ``S_t = softmax(s)_y`` (τ = 1) and ``N(z^τ)`` the softmax of the
+    C−1 non-target logits divided by τ (the target column is removed, not masked by a multiply). The plain
+    cross-entropy on labels is NOT included (add ``hard_ce`` yourself, as the paper does). Soft/mixed labels (float,
+    same shape as the logits) are reduced to their argmax, as in the official code.
+    """
+    temperature = _check_temperature(temperature)
+    _check_pair(student_logits, teacher_logits)
+    y = _target_labels(labels, student_logits)
+    s = _flat(student_logits)
+    t = _flat(teacher_logits)
+
+    log_s_target = F.log_softmax(s, dim=-1).gather(1, y[:, None]).squeeze(1)
+    t_target = F.softmax(t, dim=-1).gather(1, y[:, None]).squeeze(1).detach()
+    target_term = -(t_target * log_s_target)
+
+    _, s_non = _split_target(s / temperature, y)
+    _, t_non = _split_target(t / temperature, y)
+    non_target_term = -(F.softmax(t_non, dim=-1) * F.log_softmax(s_non, dim=-1)).sum(-1)
+
+    return (target_term + float(gamma) * temperature**2 * non_target_term).mean()
+
+
+def dkd_terms(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 4.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample DKD pieces at temperature τ, *without* the τ² factor (Zhao et al., CVPR 2022).
+
+    Returns ``(tckd, nckd)``, each of shape (N,):
+    - ``tckd_n = KL(b^T ‖ b^S)`` with the binary distributions ``b = (p_t, 1 − p_t)`` of softmax(z/τ);
+    - ``nckd_n = KL(N(T^τ) ‖ N(S^τ))`` between the softmaxes of the C−1 non-target logits.
+    The paper's identity ``KL(p^T ‖ p^S) = tckd + (1 − p_t^T)·nckd`` holds per sample. Everything is computed in
+    log space (``log(1 − p_t) = logsumexp(non-target) − logsumexp(all)``), so saturated teachers stay finite.
+    """
+    temperature = _check_temperature(temperature)
+    _check_pair(student_logits, teacher_logits)
+    y = _target_labels(labels, student_logits)
+    s = _flat(student_logits) / temperature
+    t = _flat(teacher_logits) / temperature
+
+    def pieces(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z_target, z_non = _split_target(z, y)
+        lse_all = torch.logsumexp(z, dim=-1)
+        lse_non = torch.logsumexp(z_non, dim=-1)
+        log_b = torch.stack([z_target - lse_all, lse_non - lse_all], dim=-1)  # log (p_t, 1 − p_t)
+        log_n = z_non - lse_non[:, None]  # log N(z)
+        return log_b, log_n
+
+    log_b_s, log_n_s = pieces(s)
+    log_b_t, log_n_t = pieces(t)
+    tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(-1)
+    nckd = (log_n_t.exp() * (log_n_t - log_n_s)).sum(-1)
+    return tckd, nckd
+
+
+@register_loss("dkd")
+def dkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    temperature: float = 4.0,
+) -> torch.Tensor:
+    """Decoupled KD (Zhao, Cui, Song, Qiu & Liang, CVPR 2022, "Decoupled Knowledge Distillation").
+
+    ``L = α·τ²·mean_n TCKD_n + β·τ²·mean_n NCKD_n`` where TCKD is the KL between the binary target/non-target
+    distributions (p_t, 1 − p_t) of teacher and student at temperature τ and NCKD the KL between the softmaxes of the
+    non-target logits (target column removed). See :func:`dkd_terms`. The paper's warm-up of the loss weight over
+    the first epochs belongs to the training loop, not here.
+    """
+    tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, temperature)
+    tau2 = _check_temperature(temperature) ** 2
+    return float(alpha) * tau2 * tckd.mean() + float(beta) * tau2 * nckd.mean()
+
+
+__all__ = [
+    "kd_loss",
+    "soft_ce_loss",
+    "logits_mse_loss",
+    "hard_ce_loss",
+    "nkd_loss",
+    "dkd_loss",
+    "dkd_terms",
+]

@@ -1,0 +1,167 @@
+"""Layer mapping: which teacher layer each student layer is matched with in an intermediate-layer loss.
+
+Layer indexing (the same as ``distiller_nlp.core.capture``):
+
+- hidden-state features: layer 0 = embeddings output, layer i = output of encoder layer i (1..L), i.e. the
+  indices of a Hugging Face ``output_hidden_states`` tuple;
+- attention features (scores, probabilities, q/k/v relations): layer i = self-attention of encoder layer i (1..L);
+  there is no layer 0.
+
+Strategies (Distiller, He et al. 2021, ``cal_layer_mapping``; L_T, L_S = teacher/student layer counts):
+
+- ``skip`` (uniform, "every k-th layer", PKD/TinyBERT): hidden i = 0..L_S ↔ teacher ⌊i·L_T/L_S⌋;
+  attention i = 1..L_S ↔ teacher ⌊i·L_T/L_S⌋. (Distiller writes the attention rule 0-based as
+  ⌊(i+1)k − 1⌋ for student i = 0..L_S−1; adding 1 to both sides gives the 1-based rule, since ⌊x − 1⌋ + 1 = ⌊x⌋.)
+- ``last``: hidden i = 0..L_S ↔ teacher L_T − L_S + i — so the student's embeddings output (0) is matched with
+  teacher layer L_T − L_S (an encoder layer output unless L_T = L_S), exactly as in Distiller;
+  attention i = 1..L_S ↔ teacher L_T − L_S + i.
+- ``explicit``: the given ``(teacher_layer, student_layer)`` pairs, validated.
+
+Floors use exact integer arithmetic (i·L_T // L_S). Distiller computes ``int(i * (L_T / L_S))`` in floating point,
+which for some shapes truncates i·L_T/L_S = L_T to L_T − 1 (e.g. 15 → 11 layers maps the last student layer to
+teacher layer 14); we keep the exact value.
+
+This module does not need torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from distiller_nlp.errors import DistillerError
+
+__all__ = [
+    "STRATEGIES",
+    "HIDDEN_FEATURES",
+    "ATTENTION_FEATURES",
+    "feature_layer_range",
+    "layer_mapping",
+    "teacher_init_layers",
+]
+
+STRATEGIES = ("skip", "last", "explicit")
+#: features whose layer 0 is the embeddings output
+HIDDEN_FEATURES = ("hidden",)
+#: features that live in the self-attention of encoder layers 1..L
+ATTENTION_FEATURES = ("attention", "attention_scores", "attention_probs", "qk_relation", "vv_relation", "relation")
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise DistillerError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def feature_layer_range(feature: str, num_layers: int) -> tuple[int, int]:
+    """Valid layer indices ``(low, high)`` of ``feature`` in a model with ``num_layers`` encoder layers.
+
+    ``hidden`` → (0, L) (0 = embeddings output); attention features → (1, L).
+    """
+    num_layers = _count("num_layers", num_layers)
+    if feature in HIDDEN_FEATURES:
+        return 0, num_layers
+    if feature in ATTENTION_FEATURES:
+        return 1, num_layers
+    raise DistillerError(
+        f"unknown feature {feature!r} for layer mapping (valid: {', '.join(HIDDEN_FEATURES + ATTENTION_FEATURES)})"
+    )
+
+
+def _check_layer(role: str, layer: Any, feature: str, low: int, high: int) -> int:
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise DistillerError(f"{role} layer {layer!r} is not an integer")
+    if not low <= layer <= high:
+        raise DistillerError(f"{role} layer {layer} out of range for feature {feature!r} (valid {low}..{high})")
+    return layer
+
+
+def _pair(item: Any) -> tuple[Any, Any]:
+    if isinstance(item, Mapping):
+        if "layer_T" not in item or "layer_S" not in item:
+            raise DistillerError(f"layer pair {dict(item)!r} needs keys layer_T and layer_S")
+        return item["layer_T"], item["layer_S"]
+    if isinstance(item, (str, bytes)) or not isinstance(item, Iterable):
+        raise DistillerError(f"layer pair {item!r} is not a (teacher_layer, student_layer) pair")
+    item = tuple(item)
+    if len(item) != 2:
+        raise DistillerError(f"layer pair {item!r} is not a (teacher_layer, student_layer) pair")
+    return item
+
+
+def layer_mapping(
+    strategy: str,
+    teacher_layers: int,
+    student_layers: int,
+    feature: str = "hidden",
+    pairs: Iterable[Any] | None = None,
+) -> list[tuple[int, int]]:
+    """The ``(teacher_layer, student_layer)`` pairs to match for ``feature`` under ``strategy``.
+
+    See the module docstring for the formulas and the layer indexing. Examples (BERT-base → TinyBERT-4,
+    L_T = 12, L_S = 4):
+
+    - ``skip``/hidden: (0,0), (3,1), (6,2), (9,3), (12,4); ``skip``/attention: (3,1), (6,2), (9,3), (12,4)
+    - ``last``/hidden: (8,0), (9,1), (10,2), (11,3), (12,4); ``last``/attention: (9,1), (10,2), (11,3), (12,4)
+
+    ``explicit`` takes ``pairs`` as ``(teacher, student)`` tuples or ``{"layer_T": t, "layer_S": s}`` mappings and
+    returns them as tuples in the given order. ``skip`` and ``last`` need 1 ≤ student_layers ≤ teacher_layers. Raises
+    DistillerError for an unknown strategy/feature, out-of-range layers (naming the layer and the valid range),
+    duplicate pairs, or ``pairs`` given to a preset strategy.
+    """
+    teacher_layers = _count("teacher_layers", teacher_layers)
+    student_layers = _count("student_layers", student_layers)
+    key = strategy.lower() if isinstance(strategy, str) else strategy
+    if key not in STRATEGIES:
+        raise DistillerError(f"unknown layer-mapping strategy {strategy!r} (valid: {', '.join(STRATEGIES)})")
+    t_low, t_high = feature_layer_range(feature, teacher_layers)
+    s_low, s_high = feature_layer_range(feature, student_layers)
+
+    if key == "explicit":
+        if pairs is None:
+            raise DistillerError("layer-mapping strategy 'explicit' needs pairs=[(teacher_layer, student_layer), ...]")
+        out: list[tuple[int, int]] = []
+        for item in pairs:
+            t, s = _pair(item)
+            pair = (
+                _check_layer("teacher", t, feature, t_low, t_high),
+                _check_layer("student", s, feature, s_low, s_high),
+            )
+            if pair in out:
+                raise DistillerError(f"duplicate layer pair (teacher {pair[0]}, student {pair[1]})")
+            out.append(pair)
+        if not out:
+            raise DistillerError("layer-mapping strategy 'explicit' got an empty list of pairs")
+        return out
+
+    if pairs is not None:
+        raise DistillerError(f"pairs are only used by strategy 'explicit', not {key!r}")
+    if student_layers > teacher_layers:
+        raise DistillerError(
+            f"strategy {key!r} needs student_layers ({student_layers}) <= teacher_layers ({teacher_layers}); "
+            "use strategy 'explicit' with pairs"
+        )
+    if key == "skip":
+        mapping = [(i * teacher_layers // student_layers, i) for i in range(s_low, s_high + 1)]
+    else:  # last
+        mapping = [(teacher_layers - student_layers + i, i) for i in range(s_low, s_high + 1)]
+    for t, s in mapping:  # guaranteed by the formulas; kept as a guard
+        _check_layer("teacher", t, feature, t_low, t_high)
+    return mapping
+
+
+def teacher_init_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """Teacher encoder layers (1-based) whose weights initialise student layers 1..L_S: ⌊i·L_T/L_S⌋, i = 1..L_S.
+
+    Every k-th layer, consistent with the ``skip`` mapping (student layer i is initialised from the teacher layer it
+    is later matched with): 6 → 3 gives [2, 4, 6]; 12 → 4 gives [3, 6, 9, 12]. Raises DistillerError unless
+    1 ≤ student_layers ≤ teacher_layers.
+    """
+    teacher_layers = _count("teacher_layers", teacher_layers)
+    student_layers = _count("student_layers", student_layers)
+    if student_layers > teacher_layers:
+        raise DistillerError(
+            f"student_layers ({student_layers}) must not exceed teacher_layers ({teacher_layers}) "
+            "to initialise the student from teacher layers"
+        )
+    return [i * teacher_layers // student_layers for i in range(1, student_layers + 1)]

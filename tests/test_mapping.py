@@ -1,0 +1,95 @@
+"""Layer-mapping formulas (Distiller's cal_layer_mapping, 1-based attention layers) and teacher-layer init."""
+
+import pytest
+
+from distiller_nlp.errors import DistillerError
+from distiller_nlp.mapping import feature_layer_range, layer_mapping, teacher_init_layers
+
+
+def test_skip_hidden_bert_base_to_tinybert4():
+    assert layer_mapping("skip", 12, 4) == [(0, 0), (3, 1), (6, 2), (9, 3), (12, 4)]
+
+
+def test_skip_hidden_6_to_3_and_non_divisible():
+    assert layer_mapping("skip", 6, 3) == [(0, 0), (2, 1), (4, 2), (6, 3)]
+    # 12 -> 5: ⌊i·2.4⌋ = 0, 2, 4, 7, 9, 12
+    assert layer_mapping("skip", 12, 5) == [(0, 0), (2, 1), (4, 2), (7, 3), (9, 4), (12, 5)]
+    # exact floor: the last student layer always meets the last teacher layer (float int(11 * 15/11) gives 14)
+    assert layer_mapping("skip", 15, 11)[-1] == (15, 11)
+    assert layer_mapping("skip", 4, 4) == [(i, i) for i in range(5)]
+
+
+def test_skip_attention():
+    # Distiller 0-based: (2,0),(5,1),(8,2),(11,3) -> 1-based layers: (3,1),(6,2),(9,3),(12,4)
+    assert layer_mapping("skip", 12, 4, feature="attention_scores") == [(3, 1), (6, 2), (9, 3), (12, 4)]
+    assert layer_mapping("skip", 6, 3, feature="attention") == [(2, 1), (4, 2), (6, 3)]
+    # non-divisible: 0-based ⌊(i+1)·2.4 − 1⌋ = 1, 3, 6, 8, 11 -> +1
+    assert layer_mapping("skip", 12, 5, feature="attention_probs") == [(2, 1), (4, 2), (7, 3), (9, 4), (12, 5)]
+
+
+def test_last_hidden_and_attention():
+    # student embeddings (0) meet teacher layer L_T − L_S = 8, as in Distiller
+    assert layer_mapping("last", 12, 4) == [(8, 0), (9, 1), (10, 2), (11, 3), (12, 4)]
+    assert layer_mapping("last", 6, 3) == [(3, 0), (4, 1), (5, 2), (6, 3)]
+    # Distiller 0-based attention (8,0),(9,1),(10,2),(11,3) -> 1-based (9,1),(10,2),(11,3),(12,4)
+    assert layer_mapping("last", 12, 4, feature="attention_scores") == [(9, 1), (10, 2), (11, 3), (12, 4)]
+    assert layer_mapping("LAST", 3, 3) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+
+
+def test_explicit_pairs_validated():
+    assert layer_mapping("explicit", 12, 4, pairs=[(4, 1), [8, 2]]) == [(4, 1), (8, 2)]
+    assert layer_mapping("explicit", 12, 4, pairs=[{"layer_T": 12, "layer_S": 4}]) == [(12, 4)]
+    assert layer_mapping("explicit", 2, 6, pairs=[(2, 6), (0, 0)]) == [(2, 6), (0, 0)]  # any depth ratio
+    with pytest.raises(DistillerError, match=r"teacher layer 13 out of range .*valid 0\.\.12"):
+        layer_mapping("explicit", 12, 4, pairs=[(13, 1)])
+    with pytest.raises(DistillerError, match=r"student layer -1 out of range .*valid 0\.\.4"):
+        layer_mapping("explicit", 12, 4, pairs=[(3, -1)])
+    with pytest.raises(DistillerError, match=r"student layer 0 out of range for feature 'attention_scores' .*1\.\.4"):
+        layer_mapping("explicit", 12, 4, feature="attention_scores", pairs=[(3, 0)])
+    with pytest.raises(DistillerError, match="duplicate"):
+        layer_mapping("explicit", 12, 4, pairs=[(3, 1), (3, 1)])
+    with pytest.raises(DistillerError, match="needs pairs"):
+        layer_mapping("explicit", 12, 4)
+    with pytest.raises(DistillerError, match="empty"):
+        layer_mapping("explicit", 12, 4, pairs=[])
+    with pytest.raises(DistillerError, match="not a"):
+        layer_mapping("explicit", 12, 4, pairs=[(1, 2, 3)])
+    with pytest.raises(DistillerError, match="not an integer"):
+        layer_mapping("explicit", 12, 4, pairs=[("3", 1)])
+    with pytest.raises(DistillerError, match="layer_S"):
+        layer_mapping("explicit", 12, 4, pairs=[{"layer_T": 3}])
+
+
+def test_errors():
+    with pytest.raises(DistillerError, match="'emd'"):
+        layer_mapping("emd", 12, 4)
+    with pytest.raises(DistillerError, match="'logits'"):
+        layer_mapping("skip", 12, 4, feature="logits")
+    with pytest.raises(DistillerError, match="only used by strategy 'explicit'"):
+        layer_mapping("skip", 12, 4, pairs=[(3, 1)])
+    with pytest.raises(DistillerError, match=r"student_layers \(6\) <= teacher_layers \(4\)"):
+        layer_mapping("last", 4, 6)
+    with pytest.raises(DistillerError, match="teacher_layers"):
+        layer_mapping("skip", 0, 4)
+    with pytest.raises(DistillerError, match="student_layers"):
+        layer_mapping("skip", 12, True)
+
+
+def test_feature_layer_range():
+    assert feature_layer_range("hidden", 6) == (0, 6)
+    assert feature_layer_range("attention_scores", 6) == (1, 6)
+
+
+def test_teacher_init_layers():
+    assert teacher_init_layers(6, 3) == [2, 4, 6]
+    assert teacher_init_layers(12, 4) == [3, 6, 9, 12]
+    assert teacher_init_layers(12, 5) == [2, 4, 7, 9, 12]
+    assert teacher_init_layers(6, 6) == [1, 2, 3, 4, 5, 6]
+    assert teacher_init_layers(6, 1) == [6]
+    # consistent with the skip mapping of the encoder layers
+    for t, s in [(12, 4), (12, 5), (6, 3), (24, 7)]:
+        assert teacher_init_layers(t, s) == [tl for tl, sl in layer_mapping("skip", t, s) if sl > 0]
+    with pytest.raises(DistillerError, match="must not exceed"):
+        teacher_init_layers(3, 4)
+    with pytest.raises(DistillerError, match="student_layers"):
+        teacher_init_layers(6, 0)

@@ -1,0 +1,280 @@
+"""``distiller-nlp``: thin command-line wrappers over the documented Python functions.
+
+=====================  ===========================================================
+command                Python function
+=====================  ===========================================================
+``finetune-teacher``   :func:`distiller_nlp.teacher.finetune_teacher`
+``distill``            :func:`distiller_nlp.distill.distill`
+``run RECIPE``         :func:`distiller_nlp.distill.distill` with the recipe file
+``evaluate``           :func:`distiller_nlp.predict.evaluate_model`
+``predict``            :func:`distiller_nlp.predict.predict_split`
+``demo``               :func:`distiller_nlp.demo.run_demo`
+``flops``              :func:`distiller_nlp.core.flops.encoder_flops`
+=====================  ===========================================================
+
+``run RECIPE`` takes the recipe as its argument; every other command takes ``--config FILE.yaml``. Flags override
+the file's keys, ``--set key.sub=value`` overrides any key. Bad input prints one line ``error: ...`` and exits 2.
+Works the same under ``python -m distiller_nlp``, ``accelerate launch -m distiller_nlp`` and ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional
+
+from distiller_nlp.errors import DistillerError
+
+# flag dest -> dotted config key
+TRAIN_FLAGS = {
+    "epochs": ("train.epochs", float, "training epochs"),
+    "max_steps": ("train.max_steps", int, "optimizer steps (overrides --epochs)"),
+    "batch_size": ("train.batch_size", int, "per-process train batch size"),
+    "eval_batch_size": ("train.eval_batch_size", int, "per-process eval batch size"),
+    "lr": ("train.lr", float, "peak learning rate"),
+    "weight_decay": ("train.weight_decay", float, "AdamW weight decay"),
+    "warmup_ratio": ("train.warmup_ratio", float, "fraction of steps with linear warm-up"),
+    "grad_accum": ("train.grad_accum", int, "gradient accumulation steps"),
+    "seed": ("train.seed", int, "random seed"),
+    "max_length": ("train.max_length", int, "max tokens per example (default 128)"),
+    "precision": ("train.precision", str, "auto | no | bf16 | fp16 (auto = bf16 where fast)"),
+    "eval_steps": ("train.eval_steps", int, "evaluate every N steps (default: every epoch)"),
+    "save_steps": ("train.save_steps", int, "checkpoint every N steps (default: every epoch)"),
+    "logging_steps": ("train.logging_steps", int, "log every N steps"),
+    "report_to": ("train.report_to", str, "tensorboard | none"),
+}
+DATA_FLAGS = {
+    "task": ("data.task", str, "task name: GLUE (sst2, mnli, ...), tweets, bbc-headlines, or a custom name"),
+    "data_dir": ("data.data_dir", str, "directory with local train/dev files (TSV/CSV/JSON/parquet)"),
+    "text_column": ("data.text_column", str, "text column of custom data"),
+    "text_pair_column": ("data.text_pair_column", str, "second text column of custom pair data"),
+    "label_column": ("data.label_column", str, "label column of custom data"),
+    "max_train_examples": ("data.max_train_examples", int, "cap on training examples (seeded subset)"),
+    "max_eval_examples": ("data.max_eval_examples", int, "cap on examples of each evaluation split"),
+}
+DISTILL_FLAGS = {
+    "teacher": ("teacher", str, "fine-tuned teacher: a directory, 'minilm', or a Hub name"),
+    "student": ("student", str, "student checkpoint (directory or Hub name)"),
+    "student_shape": ("student_shape", str, "e.g. layers=3,hidden=256,heads=8,intermediate=1024"),
+    "student_init": ("student_init", str, "auto | teacher | random"),
+    "pred_loss": ("kd.pred_loss", str, "kd | soft_ce | logits_mse | nkd | dkd | none"),
+    "temperature": ("kd.temperature", float, "softmax temperature of the prediction loss"),
+    "kd_weight": ("kd.kd_weight", float, "weight of the prediction-layer KD loss"),
+    "hard_label_weight": ("kd.hard_label_weight", float, "weight of the cross-entropy on gold labels"),
+    "mapping": ("kd.mapping.strategy", str, "intermediate layer mapping: skip | last"),
+    "inter_loss": ("kd.mapping.loss", str, "intermediate loss of the mapping (hidden_mse, mi_alpha, ...)"),
+    "inter_weight": ("kd.mapping.weight", float, "weight of each intermediate match"),
+}
+
+
+def _add_flags(p: argparse.ArgumentParser, flags: dict) -> None:
+    for dest, (_, typ, help_) in flags.items():
+        p.add_argument("--" + dest.replace("_", "-"), dest=dest, type=typ, default=None, help=help_)
+
+
+def _add_common(p: argparse.ArgumentParser, config: bool = True) -> None:
+    if config:
+        p.add_argument("--config", default=None, help="YAML config; flags override its keys")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set kd.temperature=4 (repeatable)")
+    p.add_argument("--cpu", action="store_true", default=None, help="run on CPU even if a GPU is present")
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="allow custom model code from checkpoints (off by default)")
+    p.add_argument("--verbose", action="store_true", help="info-level logging")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-dir", default=None, help="run directory (must be empty unless --resume/--overwrite)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distiller-nlp", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("finetune-teacher", help="fine-tune an encoder (default the packaged MiniLM) on a task")
+    p.add_argument("--model", default=None, help="encoder checkpoint: directory, 'minilm' (default) or Hub name")
+    _add_common(p)
+    _add_output(p)
+    _add_flags(p, DATA_FLAGS)
+    _add_flags(p, TRAIN_FLAGS)
+
+    for name, help_ in (("distill", "distil a fine-tuned teacher into a student"),
+                        ("run", "run a distillation recipe (YAML)")):
+        p = sub.add_parser(name, help=help_)
+        if name == "run":
+            p.add_argument("recipe", help="recipe YAML file")
+            _add_common(p, config=False)
+        else:
+            _add_common(p)
+        _add_output(p)
+        _add_flags(p, DATA_FLAGS)
+        _add_flags(p, DISTILL_FLAGS)
+        _add_flags(p, TRAIN_FLAGS)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a task; writes DIR/metrics.json")
+    p.add_argument("--model", required=True, help="model directory or name")
+    p.add_argument("--split", action="append", default=None, help="split(s) to evaluate (default: dev [+ test])")
+    _add_common(p)
+    p.add_argument("--output-dir", default=None, help="write metrics.json here (optional)")
+    p.add_argument("--overwrite", action="store_true")
+    _add_flags(p, DATA_FLAGS)
+    _add_flags(p, {k: TRAIN_FLAGS[k] for k in ("eval_batch_size", "max_length", "precision", "seed")})
+
+    p = sub.add_parser("predict", help="write predictions of a saved model for one split (TSV)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--output", required=True, help="TSV file to write")
+    _add_common(p)
+    _add_flags(p, DATA_FLAGS)
+    _add_flags(p, {k: TRAIN_FLAGS[k] for k in ("eval_batch_size", "max_length", "seed")})
+
+    p = sub.add_parser("demo", help="the offline demo: teacher, TF-IDF baseline, students with and without KD")
+    p.add_argument("--output-dir", default="runs/demo", help="workspace; finished runs are reused, cut ones resumed")
+    p.add_argument("--seeds", default=None, help="comma-separated student seeds (default: the protocol's)")
+    p.add_argument("--precision", default="auto", help="auto | no | bf16")
+    p.add_argument("--verbose", action="store_true")
+
+    p = sub.add_parser("flops", help="encoder FLOPs (2 x multiply-adds) of a teacher and a student shape")
+    p.add_argument("--teacher", default="minilm")
+    p.add_argument("--student-shape", default="layers=3,hidden=256,heads=8,intermediate=1024")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, *tables: dict) -> dict:
+    out = {}
+    for table in tables:
+        for dest, (key, _, _) in table.items():
+            value = getattr(args, dest, None)
+            if value is not None:
+                out[key] = value
+    if getattr(args, "cpu", None):
+        out["train.cpu"] = True
+    if getattr(args, "trust_remote_code", None):
+        out["trust_remote_code"] = True
+    return out
+
+
+def _print_metrics(metrics: dict) -> None:
+    keys = [k for k in metrics if k.startswith(("eval_", "test_", "validation_")) and not k.endswith("_examples")]
+    keys += [k for k in ("train_runtime_s", "examples_per_s", "flops_ratio") if k in metrics]
+    for k in keys:
+        v = metrics[k]
+        print(f"  {k:32s} {v:.4f}" if isinstance(v, float) else f"  {k:32s} {v}")
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") in ("0", "") and os.environ.get("LOCAL_RANK", "0") in ("0", "")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from distiller_nlp.config import DataConfig, DistillConfig, FinetuneConfig, TrainArgs, load_config
+
+    if args.command == "finetune-teacher":
+        from distiller_nlp.teacher import finetune_teacher
+
+        ov = _overrides(args, DATA_FLAGS, TRAIN_FLAGS)
+        if args.model:
+            ov["model"] = args.model
+        if args.output_dir:
+            ov["output_dir"] = args.output_dir
+        cfg = load_config(FinetuneConfig, args.config, ov, args.set)
+        metrics = finetune_teacher(cfg, resume=args.resume, overwrite=args.overwrite)
+        if _is_main_process():
+            print(f"fine-tuned teacher written to {cfg.output_dir}")
+            _print_metrics(metrics)
+        return 0
+
+    if args.command in ("distill", "run"):
+        from distiller_nlp.distill import distill
+
+        ov = _overrides(args, DATA_FLAGS, TRAIN_FLAGS, DISTILL_FLAGS)
+        if args.output_dir:
+            ov["output_dir"] = args.output_dir
+        if any(k.startswith("kd.mapping.") for k in ov) and "kd.mapping.strategy" not in ov:
+            raise DistillerError("--inter-loss/--inter-weight need --mapping skip|last")
+        path = args.recipe if args.command == "run" else args.config
+        cfg = load_config(DistillConfig, path, ov, args.set)
+        metrics = distill(cfg, resume=args.resume, overwrite=args.overwrite)
+        if _is_main_process():
+            print(f"student written to {cfg.output_dir}")
+            _print_metrics(metrics)
+        return 0
+
+    if args.command == "evaluate":
+        from distiller_nlp.predict import evaluate_model
+
+        ov = _overrides(args, DATA_FLAGS, TRAIN_FLAGS)
+        data = load_config(DataConfig, None, {k[5:]: v for k, v in ov.items() if k.startswith("data.")})
+        cfg_path = args.config
+        if cfg_path:
+            data = load_config(FinetuneConfig, cfg_path, ov, args.set).data
+        train = load_config(TrainArgs, None, {k[6:]: v for k, v in ov.items() if k.startswith("train.")})
+        metrics = evaluate_model(args.model, data, train, output_dir=args.output_dir, splits=args.split,
+                                 overwrite=args.overwrite, trust_remote_code=bool(args.trust_remote_code))
+        if _is_main_process():
+            _print_metrics(metrics)
+        return 0
+
+    if args.command == "predict":
+        from distiller_nlp.predict import predict_split
+
+        ov = _overrides(args, DATA_FLAGS, TRAIN_FLAGS)
+        data = load_config(DataConfig, None, {k[5:]: v for k, v in ov.items() if k.startswith("data.")})
+        train = load_config(TrainArgs, None, {k[6:]: v for k, v in ov.items() if k.startswith("train.")})
+        n = predict_split(args.model, data, args.output, split=args.split, train=train,
+                          trust_remote_code=bool(args.trust_remote_code))
+        print(f"wrote {n} predictions to {args.output}")
+        return 0
+
+    if args.command == "demo":
+        from distiller_nlp.demo import run_demo
+
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+        run_demo(args.output_dir, seeds=seeds, precision=args.precision)
+        return 0
+
+    if args.command == "flops":
+        from distiller_nlp.core.flops import encoder_flops, encoder_flops_from_config
+        from distiller_nlp.models import parse_student_shape, resolve_model_path
+        from transformers import AutoConfig
+
+        tcfg = AutoConfig.from_pretrained(resolve_model_path(args.teacher))
+        shape = parse_student_shape(args.student_shape)
+        t = encoder_flops_from_config(tcfg, args.seq_len)
+        s = encoder_flops(shape.layers, shape.hidden, shape.heads, shape.intermediate, args.seq_len,
+                          head_dim=shape.head_dim)
+        print(json.dumps({"teacher_encoder_flops": t, "student_encoder_flops": s, "ratio": round(s / t, 4),
+                          "seq_len": args.seq_len, "unit": "FLOPs = 2 x multiply-adds"}, indent=2))
+        return 0
+    raise DistillerError(f"unknown command {args.command}")
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Entry point of the ``distiller-nlp`` console script; returns the exit status (2 on bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from distiller_nlp.runs import setup_logging
+
+    setup_logging(getattr(args, "verbose", False))
+    try:
+        import transformers
+
+        if not getattr(args, "verbose", False):
+            transformers.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return run_command(args)
+    except DistillerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""The Distiller KD pipeline: one student, one teacher, prediction loss + hard labels + intermediate matches.
+
+``distill(cfg)`` is what ``distiller-nlp distill`` runs. The KD objective (He et al. 2021, §A.2 of the notes)::
+
+    L = kd_weight · ℓ_pred(z_S, z_T; T) + hard_label_weight · CE(y, z_S) + Σ_m weight_m · ℓ_m(f_S^(l_S), f_T^(l_T))
+
+where each intermediate match ``m`` compares a student feature (hidden state of a layer, 0 = embeddings, or the
+pre-softmax attention scores of a layer) with a teacher feature, through a learned projection when the widths differ
+(``proj: auto|linear|none``) or through an MI-α critic (``loss: mi_alpha``). Projections and critics are trained
+with the student and checkpointed with it, never exported: the exported student is a plain Hugging Face model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from distiller_nlp.config import DistillConfig, KDConfig, MatchConfig, dump_yaml
+from distiller_nlp.core.capture import FeatureCapture
+from distiller_nlp.core.losses import get_loss, list_losses
+from distiller_nlp.errors import DistillerError
+
+logger = logging.getLogger(__name__)
+
+PRED_LOSSES = ("kd", "soft_ce", "logits_mse", "nkd", "dkd", "none")
+HIDDEN_LOSSES = ("hidden_mse", "hidden_ce", "cosine", "pkd", "mi_alpha")
+FEATURES = ("hidden", "attention_scores")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+@dataclass
+class ResolvedMatch:
+    """An intermediate match with layers checked against both models and a module key for its projection/critic."""
+
+    layer_T: int
+    layer_S: int
+    feature: str
+    loss: str
+    weight: float
+    proj: str
+    params: dict
+    module_key: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.loss}/S{self.layer_S}-T{self.layer_T}"
+
+
+def _n_layers(config) -> int:
+    return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers"))
+
+
+def _hidden(config) -> int:
+    return int(getattr(config, "hidden_size", None) or getattr(config, "dim"))
+
+
+def _heads(config) -> int:
+    return int(getattr(config, "num_attention_heads", None) or getattr(config, "n_heads"))
+
+
+def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = "config") -> list[ResolvedMatch]:
+    """Expand ``kd.mapping`` and validate ``kd.intermediate`` into concrete (teacher layer, student layer) matches."""
+    from distiller_nlp.mapping import layer_mapping
+
+    lt, ls = _n_layers(teacher_config), _n_layers(student_config)
+    out: list[ResolvedMatch] = []
+    known = set(list_losses())
+
+    def check(m: MatchConfig, where: str) -> None:
+        if m.feature not in FEATURES:
+            raise DistillerError(f"{where}.feature '{m.feature}' in {source} must be one of {', '.join(FEATURES)}")
+        if m.loss not in known:
+            raise DistillerError(f"{where}.loss '{m.loss}' in {source} is not a registered loss "
+                                 f"(known: {', '.join(sorted(known))})")
+        if m.feature == "hidden" and m.loss not in HIDDEN_LOSSES and m.loss not in known - set(PRED_LOSSES):
+            raise DistillerError(f"{where}.loss '{m.loss}' in {source} does not apply to hidden states")
+        if m.feature == "attention_scores" and m.loss != "attention_score":
+            raise DistillerError(f"{where}: feature attention_scores needs loss attention_score, got '{m.loss}'")
+        if m.proj not in ("auto", "linear", "none"):
+            raise DistillerError(f"{where}.proj '{m.proj}' in {source} must be auto, linear or none")
+
+    for i, m in enumerate(kd.intermediate):
+        where = f"kd.intermediate[{i}]"
+        check(m, where)
+        pairs = layer_mapping("explicit", lt, ls, feature=m.feature, pairs=[(m.layer_T, m.layer_S)])
+        (t, s), = pairs
+        out.append(ResolvedMatch(t, s, m.feature, m.loss, m.weight, m.proj, dict(m.params), module_key=f"m{i}"))
+    if kd.mapping is not None:
+        mp = kd.mapping
+        as_match = MatchConfig(feature=mp.feature, loss=mp.loss, weight=mp.weight, proj=mp.proj, params=mp.params)
+        check(as_match, "kd.mapping")
+        if mp.strategy not in ("skip", "last"):
+            raise DistillerError(f"kd.mapping.strategy '{mp.strategy}' in {source} must be skip or last")
+        pairs = layer_mapping(mp.strategy, lt, ls, feature=mp.feature)
+        for t, s in pairs:
+            if mp.feature == "hidden" and s == 0 and not mp.include_embeddings:
+                continue
+            # One critic shared by every layer of a mapping (as Distiller does); projections are per layer.
+            key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
+            out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(mp.params), module_key=key))
+    return out
+
+
+class DistillModule(nn.Module):
+    """Student + projections + critics; ``forward(batch)`` computes the KD loss from the teacher outputs in ``batch``.
+
+    The batch must hold the student inputs, ``labels`` and (when the pipeline needs a teacher) ``teacher_logits``,
+    ``teacher_hidden`` ({layer: (B, seq, d_T)}) and ``teacher_qkv`` ({layer: {"q", "k", "v"}}), as produced by
+    :class:`TeacherRunner` (or read from a teacher-output cache).
+    """
+
+    def __init__(self, student: nn.Module, kd: KDConfig, matches: list[ResolvedMatch], teacher_config,
+                 is_regression: bool = False):
+        super().__init__()
+        self.student = student
+        self.kd = kd
+        self.matches = matches
+        self.is_regression = is_regression
+        self.projections = nn.ModuleDict()
+        self.critics = nn.ModuleDict()
+        d_s, d_t = _hidden(student.config), _hidden(teacher_config)
+        self.student_heads = _heads(student.config)
+        if kd.pred_loss not in PRED_LOSSES:
+            raise DistillerError(f"kd.pred_loss '{kd.pred_loss}' must be one of {', '.join(PRED_LOSSES)}")
+        if is_regression and kd.pred_loss in ("kd", "soft_ce", "nkd", "dkd") and kd.kd_weight > 0:
+            raise DistillerError(
+                f"kd.pred_loss '{kd.pred_loss}' needs class probabilities but the task is a regression: use logits_mse"
+            )
+        self._pred_fn = None if kd.pred_loss == "none" else get_loss(kd.pred_loss)
+        self._hard_fn = get_loss("hard_ce")
+        self._fns = {}
+        for m in matches:
+            if m.loss == "mi_alpha":
+                if m.module_key not in self.critics:
+                    cls = get_loss("mi_alpha")
+                    self.critics[m.module_key] = cls(d_s, d_t, **m.params)
+            else:
+                self._fns[m.loss] = get_loss(m.loss)
+                if m.feature == "hidden":
+                    if m.proj == "linear" or (m.proj == "auto" and d_s != d_t):
+                        if m.module_key not in self.projections:
+                            proj = nn.Linear(d_s, d_t)
+                            nn.init.normal_(proj.weight, std=0.02)
+                            nn.init.zeros_(proj.bias)
+                            self.projections[m.module_key] = proj
+                    elif d_s != d_t:
+                        raise DistillerError(
+                            f"intermediate match {m.name}: widths differ ({d_s} vs {d_t}) and proj is none"
+                        )
+        self.student_hidden_layers = sorted({m.layer_S for m in matches if m.feature == "hidden"})
+        self.student_qkv_layers = sorted({m.layer_S for m in matches if m.feature == "attention_scores"})
+
+    @property
+    def teacher_hidden_layers(self) -> list[int]:
+        return sorted({m.layer_T for m in self.matches if m.feature == "hidden"})
+
+    @property
+    def teacher_qkv_layers(self) -> list[int]:
+        return sorted({m.layer_T for m in self.matches if m.feature == "attention_scores"})
+
+    @property
+    def needs_teacher_logits(self) -> bool:
+        return self._pred_fn is not None and self.kd.kd_weight != 0
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.needs_teacher_logits or bool(self.matches)
+
+    def predict(self, batch: dict) -> torch.Tensor:
+        return self.student(**model_inputs(batch)).logits
+
+    def _pred_loss(self, logits, teacher_logits, labels):
+        kd = self.kd
+        kwargs = dict(kd.pred_loss_params)
+        if kd.pred_loss in ("nkd", "dkd"):
+            return self._pred_fn(logits, teacher_logits, labels, temperature=kd.temperature, **kwargs)
+        return self._pred_fn(logits, teacher_logits, temperature=kd.temperature, **kwargs)
+
+    def _match_loss(self, m: ResolvedMatch, cap, batch, mask):
+        if m.feature == "hidden":
+            h_s = cap.hidden[m.layer_S]
+            h_t = batch["teacher_hidden"][m.layer_T]
+            if m.loss == "mi_alpha":
+                return self.critics[m.module_key](h_s, h_t, mask=mask)
+            if m.module_key in self.projections:
+                h_s = self.projections[m.module_key](h_s)
+            return self._fns[m.loss](h_s, h_t.to(h_s.dtype), mask=mask, **m.params)
+        qkv_s = cap.qkv[m.layer_S]
+        qkv_t = batch["teacher_qkv"][m.layer_T]
+        params = dict(m.params)
+        num_heads = params.pop("num_heads", self.student_heads)
+        return self._fns[m.loss](qkv_s["q"], qkv_s["k"], qkv_t["q"], qkv_t["k"], mask, num_heads=num_heads, **params)
+
+    def forward(self, batch: dict) -> dict:
+        kd = self.kd
+        labels = batch["labels"]
+        mask = batch.get("attention_mask")
+        with FeatureCapture(self.student, hidden_layers=self.student_hidden_layers,
+                            qkv_layers=self.student_qkv_layers) as cap:
+            logits = self.student(**model_inputs(batch)).logits
+        out = {}
+        total = logits.new_zeros((), dtype=torch.float32)
+        if self.needs_teacher_logits:
+            pred = self._pred_loss(logits, batch["teacher_logits"].to(logits.dtype), labels)
+            out[kd.pred_loss] = pred
+            total = total + kd.kd_weight * pred
+        if kd.hard_label_weight:
+            hard = self._hard_fn(logits, labels)
+            out["hard_ce"] = hard
+            total = total + kd.hard_label_weight * hard
+        for m in self.matches:
+            value = self._match_loss(m, cap, batch, mask)
+            out[m.name] = value
+            total = total + m.weight * value
+        out["loss"] = total
+        return out
+
+
+class TeacherRunner:
+    """``prepare_batch`` for the engine: runs the teacher once per batch (no autograd) and adds its outputs."""
+
+    def __init__(self, teacher: nn.Module, module: DistillModule):
+        self.teacher = teacher
+        self.hidden_layers = module.teacher_hidden_layers
+        self.qkv_layers = module.teacher_qkv_layers
+
+    def __call__(self, batch: dict) -> dict:
+        with FeatureCapture(self.teacher, hidden_layers=self.hidden_layers, qkv_layers=self.qkv_layers) as cap:
+            logits = self.teacher(**model_inputs(batch)).logits
+        batch = dict(batch)
+        batch["teacher_logits"] = logits
+        batch["teacher_hidden"] = dict(cap.hidden)
+        batch["teacher_qkv"] = dict(cap.qkv)
+        return batch
+
+
+def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Distil ``cfg.teacher`` into a student on ``cfg.data.task``; returns (and writes) ``metrics.json``.
+
+    Everything is validated before the output directory is touched: the data (columns, labels, non-empty splits),
+    the teacher (its classifier must match the task's labels — fine-tune it first otherwise), the student (shape,
+    init), the KD config (loss names, layer indices). The output directory then receives the student
+    (``save_pretrained`` + tokenizer; loads with ``AutoModelForSequenceClassification.from_pretrained(DIR)``),
+    ``metrics.json``, ``config.yaml``, ``checkpoints/`` (for ``--resume``) and TensorBoard logs in ``runs/``.
+    """
+    from accelerate.utils import set_seed
+
+    from distiller_nlp.core.engine import Engine
+    from distiller_nlp.core.flops import encoder_flops_from_config
+    from distiller_nlp.data import load_task_data, make_collator, tokenize_dataset
+    from distiller_nlp.models import (build_student, describe_model, load_teacher_for_task, load_tokenizer,
+                                      parse_student_shape, resolve_model_path, save_student)
+    from distiller_nlp.runs import (check_output_dir, create_output_dir, eval_splits, promote_best,
+                                    task_metric_fn, write_json_atomic)
+
+    out_dir = cfg.output_dir
+    check_output_dir(out_dir, resume=resume, overwrite=overwrite)
+    if not cfg.teacher:
+        raise DistillerError("--teacher is required (a fine-tuned checkpoint: see `distiller-nlp finetune-teacher`)")
+    if cfg.student_init not in ("auto", "teacher", "random"):
+        raise DistillerError(f"student_init '{cfg.student_init}' must be auto, teacher or random")
+    set_seed(cfg.train.seed)
+    d = cfg.data
+    ds, task = load_task_data(d.task, data_dir=d.data_dir or None, text_column=d.text_column or None,
+                              text_pair_column=d.text_pair_column or None, label_column=d.label_column or None,
+                              max_train_examples=d.max_train_examples or None,
+                              max_eval_examples=d.max_eval_examples or None, seed=cfg.train.seed)
+    teacher_path = resolve_model_path(cfg.teacher)
+    teacher = load_teacher_for_task(teacher_path, task, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(teacher_path, trust_remote_code=cfg.trust_remote_code)
+    shape = None if cfg.student else parse_student_shape(cfg.student_shape)
+    student = build_student(teacher, shape=shape, student=cfg.student or None, init=cfg.student_init, task=task,
+                            seed=cfg.train.seed)
+    matches = resolve_matches(cfg.kd, teacher.config, student.config, source="the KD config")
+    module = DistillModule(student, cfg.kd, matches, teacher.config, is_regression=task.is_regression)
+
+    tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length)
+    evals = eval_splits(tok, task)
+    collate = make_collator(tokenizer, is_regression=task.is_regression)
+
+    create_output_dir(out_dir, overwrite=overwrite)
+    dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
+
+    def export(mod, directory):
+        save_student(mod.student, tokenizer, directory)
+
+    runner = TeacherRunner(teacher, module) if module.needs_teacher else None
+    engine = Engine(cfg.train, out_dir, module, tok["train"], collate, eval_datasets=evals,
+                    compute_metrics=task_metric_fn(task), main_metric=task.main_metric,
+                    prepare_batch=runner, frozen=[teacher], export_fn=export, resume=resume, run_name="distill")
+    result = engine.train()
+    metrics = dict(result.metrics)
+    if engine.accelerator.is_main_process:
+        s_info = describe_model(student, seq_len=cfg.train.max_length)
+        t_info = describe_model(teacher, seq_len=cfg.train.max_length)
+        metrics.update({f"student_{k}": v for k, v in s_info.items()})
+        metrics.update({f"teacher_{k}": v for k, v in t_info.items()})
+        metrics["flops_ratio"] = round(encoder_flops_from_config(student.config, 128)
+                                       / encoder_flops_from_config(teacher.config, 128), 4)
+        metrics["train_examples"] = len(tok["train"])
+        promote_best(out_dir)
+        write_json_atomic(os.path.join(out_dir, "metrics.json"), metrics)
+    engine.accelerator.wait_for_everyone()
+    return metrics
+

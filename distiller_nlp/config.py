@@ -64,6 +64,7 @@ class TrainArgs:
     report_to: str = "tensorboard"  # tensorboard | none
     metric_for_best: str = ""  # "" = the task's main metric
     find_unused_parameters: bool = False
+    group_by_length: bool = False  # batches of similar length (less padding; faster on variable-length text)
 
     def validate(self, source: str = "config") -> None:
         if self.precision not in PRECISIONS:

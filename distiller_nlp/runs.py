@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-from typing import Optional
 
 import numpy as np
 

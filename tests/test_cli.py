@@ -182,6 +182,7 @@ def _env():
 def test_sigkill_then_resume_gives_the_same_metrics(tiny_teacher, sst2_dir, tmp_path):
     """A distill run killed with SIGKILL after a checkpoint and restarted with --resume ends as an uninterrupted one."""
     common = ["--max-steps", "60", "--save-steps", "3", "--eval-steps", "20", "--lr", "3e-3", "--batch-size", "8",
+              "--group-by-length",
               "--pred-loss", "kd", "--hard-label-weight", "0.5", "--mapping", "skip", "--inter-loss", "mi_alpha"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     cmd = [sys.executable, "-m", "distiller_nlp"]
@@ -223,7 +224,8 @@ def test_accelerate_launch_two_processes(tiny_teacher, tmp_path):
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
     cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
            "no", "--dynamo_backend", "no", "--main_process_port", "29533", "-m", "distiller_nlp",
-           *distill_args(tiny_teacher, data, out, "--max-steps", "3", "--cpu", "--eval-batch-size", "8")]
+           *distill_args(tiny_teacher, data, out, "--max-steps", "3", "--cpu", "--eval-batch-size", "8",
+                        "--group-by-length")]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     m = read_metrics(out)

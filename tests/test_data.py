@@ -6,8 +6,6 @@ import json
 import logging
 import re
 import os
-import runpy
-import sys
 import time
 
 import pytest
@@ -21,7 +19,6 @@ from distiller_nlp import data as D  # noqa: E402
 from distiller_nlp.errors import DistillerError  # noqa: E402
 
 GLUE = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -461,10 +458,9 @@ def test_write_glue_tsv_pairs_replaces_tabs_and_newlines(tmp_path):
 def test_make_tweets_sst2_round_trip(tweets, tmp_path, monkeypatch, capsys):
     dd, spec = tweets
     out = tmp_path / "sst2"
-    monkeypatch.setattr(sys, "argv", ["make_tweets_sst2.py", str(out)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(os.path.join(ROOT, "scripts", "make_tweets_sst2.py"), run_name="__main__")
-    assert exit_info.value.code == 0
+    from distiller_nlp.cli import main
+
+    assert main(["make-tweets-sst2", str(out)]) == 0
     assert "train.tsv" in capsys.readouterr().out
     header = (out / "train.tsv").read_text(encoding="utf-8").splitlines()[0]
     assert header == "sentence\tlabel"
@@ -478,6 +474,7 @@ def test_make_tweets_sst2_round_trip(tweets, tmp_path, monkeypatch, capsys):
     with_break = next(t for t, lab in zip(_col(dd["train"], "text"), _col(dd["train"], "label"))
                         if "\r" in t and lab != 1)
     assert re.sub(r"[\t\r\n]", " ", with_break) in written
-    # refusing to overwrite is a DistillerError (exit 2 from the script)
+    # refusing to overwrite is a DistillerError (exit 2 from the command)
     with pytest.raises(DistillerError, match="already exists"):
         D.make_tweets_sst2(out)
+    assert main(["make-tweets-sst2", str(out)]) == 2

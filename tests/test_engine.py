@@ -133,3 +133,47 @@ def test_empty_training_set_is_an_error(tmp_path):
     empty = ToyDataset(0)
     with pytest.raises(DistillerError, match="empty"):
         Engine(args, str(tmp_path), ToyModule(), empty, collate)
+
+
+def test_held_out_set_is_evaluated_once_on_the_selected_model(tmp_path):
+    """The second eval set never drives selection: it is evaluated once, at the end, with the best weights. Using the
+    dev set itself as the held-out set must reproduce the best dev metric exactly."""
+    torch.manual_seed(0)
+    args = TrainArgs(epochs=4, batch_size=8, eval_batch_size=7, lr=5e-1, precision="no", cpu=True, seed=3,
+                     logging_steps=2, report_to="none")
+    dev = ToyDataset(37, seed=1)
+    calls = []
+
+    def metrics(logits, labels):
+        calls.append(len(labels))
+        return accuracy(logits, labels)
+
+    eng = Engine(args, str(tmp_path), ToyModule(), ToyDataset(), collate,
+                 eval_datasets={"dev": dev, "test": dev}, compute_metrics=metrics, export_fn=export)
+    res = eng.train()
+    assert len(calls) == 4 + 1  # 4 epoch-end dev evaluations + 1 held-out evaluation
+    assert all("test_accuracy" not in h for h in res.history)
+    best = max(h["eval_accuracy"] for h in res.history)
+    assert res.metrics["eval_accuracy"] == best
+    assert res.metrics["best_step"] < res.metrics["global_step"]  # so the best weights had to be reloaded
+    assert res.metrics["test_accuracy"] == pytest.approx(best, abs=1e-12)
+    assert res.metrics["test_examples"] == 37
+
+
+def test_length_grouped_batches_cover_every_example_once_and_cut_padding():
+    from distiller_nlp.core.engine import LengthGroupedBatchSampler
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 65, size=1003)
+    s = LengthGroupedBatchSampler(lengths, batch_size=32, seed=7, mega=8)
+    batches = list(s)
+    assert len(batches) == len(s)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(1003))
+    assert max(len(b) for b in batches) == 32
+    padded = np.mean([lengths[b].max() for b in batches])
+    random_padded = np.mean([lengths[b].max() for b in np.array_split(rng.permutation(1003), len(batches))])
+    assert padded < 0.8 * random_padded
+    assert [b for b in s] == batches  # deterministic for (seed, epoch)
+    s.set_epoch(1)
+    assert list(s) != batches

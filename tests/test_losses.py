@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from distiller_nlp.core import losses as L
 from distiller_nlp.core.losses import (
     MIAlphaLoss,
     attention_score_loss,

@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -44,32 +44,35 @@ CHECKPOINT_PREFIX = "checkpoint-"
 
 # ------------------------------------------------------------------------------------------------ precision
 
-_BF16_FAST_CACHE: Optional[bool] = None
+_BF16_FAST_CACHE: dict = {}
 
 
-def bf16_is_fast() -> bool:
-    """True where bf16 matmuls run fast: a CUDA GPU with bf16 support, or a CPU with AMX tiles (or AVX-512 bf16)."""
-    global _BF16_FAST_CACHE
-    if _BF16_FAST_CACHE is not None:
-        return _BF16_FAST_CACHE
-    fast = False
-    if torch.cuda.is_available():
-        fast = bool(torch.cuda.is_bf16_supported())
-    else:
-        probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-        fast = bool(probe()) if probe is not None else False
-        if not fast:
-            probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-            fast = bool(probe()) if probe is not None else False
-    _BF16_FAST_CACHE = fast
-    return fast
+def bf16_is_fast(on_gpu: Optional[bool] = None) -> bool:
+    """True where bf16 matmuls run fast: a CUDA GPU with bf16 support, or a CPU with AMX tiles or AVX-512 bf16.
+
+    On a CPU without those (e.g. AVX2-only AMD EPYC), bf16 matmuls fall back to slow reference kernels: measured
+    here at 0.3 GFLOP/s against 138 GFLOP/s in fp32 for a 2048² matmul, so ``auto`` must pick fp32 there.
+    ``on_gpu=None`` means "a GPU if one is available".
+    """
+    if on_gpu is None:
+        on_gpu = torch.cuda.is_available()
+    if on_gpu not in _BF16_FAST_CACHE:
+        if on_gpu:
+            fast = bool(torch.cuda.is_bf16_supported())
+        else:
+            fast = False
+            for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+                probe = getattr(torch.cpu, name, None)
+                fast = fast or (bool(probe()) if probe is not None else False)
+        _BF16_FAST_CACHE[on_gpu] = fast
+    return _BF16_FAST_CACHE[on_gpu]
 
 
 def resolve_precision(precision: str, cpu: bool = False) -> str:
     """Map ``auto|no|bf16|fp16`` to what accelerate understands (``no``/``bf16``/``fp16``), logging the choice."""
     on_gpu = torch.cuda.is_available() and not cpu
     if precision == "auto":
-        chosen = "bf16" if bf16_is_fast() and (on_gpu or not torch.cuda.is_available() or cpu) else "no"
+        chosen = "bf16" if bf16_is_fast(on_gpu) else "no"
         if chosen == "no":
             logger.info("precision auto: bf16 is not fast on this hardware, training in fp32")
         else:
@@ -79,10 +82,23 @@ def resolve_precision(precision: str, cpu: bool = False) -> str:
         raise DistillerError("precision fp16 needs a CUDA GPU; use --precision bf16 or --precision no on CPU")
     if precision not in ("no", "bf16", "fp16"):
         raise DistillerError(f"unknown precision '{precision}' (use auto, no, bf16 or fp16)")
+    if precision == "bf16" and not bf16_is_fast(on_gpu):
+        logger.warning("precision bf16: this %s has no fast bf16 kernels (no AMX / AVX-512 bf16); bf16 may run "
+                       "far slower than fp32 here. --precision auto picks the fast one.", "GPU" if on_gpu else "CPU")
     return precision
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+def _untie(state: dict) -> dict:
+    """safetensors refuses tensors that share storage (tied embeddings): give each its own copy."""
+    seen, out = set(), {}
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
+
 
 def _atomic_write_json(path: str, data: dict) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -121,6 +137,52 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+class LengthGroupedBatchSampler:
+    """Shuffled batches of similar length, so padding to the longest example of a batch wastes little compute.
+
+    Each epoch: a seeded permutation of the examples is cut into chunks of ``mega`` batches; each chunk is sorted by
+    length and split into batches; the order of all batches is shuffled. Deterministic in (seed, epoch), so a resumed
+    run sees the same batches. On tweets (median 34 tokens, max 64) the mean padded length of a batch of 32 drops
+    from about 58 to about 36 tokens.
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int = 0, mega: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = int(batch_size)
+        self.drop_last = False
+        self.seed = int(seed)
+        self.mega = int(mega)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n, bs, chunk = len(self.lengths), self.batch_size, self.batch_size * self.mega
+        full, rest = divmod(n, chunk)
+        return full * self.mega + math.ceil(rest / bs)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        perm = rng.permutation(len(self.lengths))
+        chunk = self.batch_size * self.mega
+        batches = []
+        for start in range(0, len(perm), chunk):
+            part = perm[start:start + chunk]
+            part = part[np.argsort(-self.lengths[part], kind="stable")]
+            batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
+        for k in rng.permutation(len(batches)):
+            yield batches[k]
+
+
+def _example_lengths(dataset) -> np.ndarray:
+    """Token counts of a tokenized ``datasets.Dataset`` (its ``input_ids`` column)."""
+    names = getattr(dataset, "column_names", None) or []
+    if "input_ids" not in names:
+        raise DistillerError("group_by_length needs a tokenized dataset with an 'input_ids' column")
+    return np.fromiter((len(x) for x in dataset["input_ids"]), dtype=np.int64, count=len(dataset))
+
+
 def linear_warmup_schedule(optimizer, warmup_steps: int, total_steps: int):
     """Linear warm-up from 0 to the base lr over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
 
@@ -134,17 +196,20 @@ def linear_warmup_schedule(optimizer, warmup_steps: int, total_steps: int):
 
 
 @torch.no_grad()
-def predict_loader(accelerator, model: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
+def predict_loader(accelerator, model: nn.Module, loader, desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
     """Run ``model.predict(batch)`` over a prepared loader; logits and labels of every example exactly once.
 
     ``gather_for_metrics`` drops the samples a distributed sampler duplicated to even out the last batch, so in any
-    world size each example is counted once.
+    world size each example is counted once. A transient progress bar shows on the main process.
     """
+    from tqdm.auto import tqdm
+
     model = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
     preds, refs = [], []
-    for batch in loader:
+    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
+                      disable=not accelerator.is_local_main_process):
         with accelerator.autocast():
             logits = model.predict(batch)
         labels = batch["labels"]
@@ -158,12 +223,12 @@ def predict_loader(accelerator, model: nn.Module, loader) -> tuple[np.ndarray, n
     return torch.cat(preds).numpy(), torch.cat(refs).numpy()
 
 
-def _evaluate_loaders(accelerator, model, names, loaders, compute_metrics) -> dict:
+def _evaluate_loaders(accelerator, model, names, loaders, compute_metrics, first_is_eval: bool = True) -> dict:
     out = {}
     for i, (name, loader) in enumerate(zip(names, loaders)):
-        logits, labels = predict_loader(accelerator, model, loader)
+        logits, labels = predict_loader(accelerator, model, loader, desc=f"eval {name}")
         metrics = compute_metrics(logits, labels) if compute_metrics else {}
-        prefix = "eval" if i == 0 else name
+        prefix = "eval" if (i == 0 and first_is_eval) else name
         for k, v in metrics.items():
             out[f"{prefix}_{k}"] = float(v)
         out[f"{prefix}_examples"] = int(len(labels))
@@ -233,7 +298,9 @@ class Engine:
         train_dataset, eval_datasets: map-style datasets; ``collate_fn`` builds batches (dicts of tensors).
         compute_metrics: ``(predictions: np.ndarray, references: np.ndarray) -> dict`` of metrics in their own range.
         main_metric: key of ``compute_metrics``' result that selects the best model (higher is better unless
-            ``greater_is_better=False``); the first eval dataset is the selection set.
+            ``greater_is_better=False``). The first eval dataset is the selection set, evaluated at every
+            evaluation; the others (e.g. a labelled test split) are evaluated once, on the selected model, at the
+            end (so they never influence selection and cost one pass).
         prepare_batch: called on every (device-placed) train batch under ``no_grad`` + autocast, e.g. to add
             teacher outputs; may return a new dict.
         frozen: modules moved to the device and kept in eval mode (the teacher); never trained or checkpointed.
@@ -280,11 +347,17 @@ class Engine:
 
         if len(train_dataset) == 0:
             raise DistillerError("the training set is empty")
-        generator = torch.Generator()
-        generator.manual_seed(args.seed)
-        train_loader = DataLoader(
-            train_dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate_fn, generator=generator
-        )
+        self.length_sampler = None
+        if getattr(args, "group_by_length", False):
+            self.length_sampler = LengthGroupedBatchSampler(_example_lengths(train_dataset), args.batch_size,
+                                                            seed=args.seed)
+            train_loader = DataLoader(train_dataset, batch_sampler=self.length_sampler, collate_fn=collate_fn)
+        else:
+            generator = torch.Generator()
+            generator.manual_seed(args.seed)
+            train_loader = DataLoader(
+                train_dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate_fn, generator=generator
+            )
         self.eval_names = list((eval_datasets or {}).keys())
         eval_loaders = [
             DataLoader(ds, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_fn)
@@ -368,10 +441,48 @@ class Engine:
         """Logits and labels of every example of ``loader`` exactly once (``gather_for_metrics``)."""
         return predict_loader(self.accelerator, self.model, loader)
 
-    def evaluate(self) -> dict:
-        """Evaluate on every eval dataset; keys ``eval_<metric>`` for the first set, ``<name>_<metric>`` else."""
-        return _evaluate_loaders(self.accelerator, self.model, self.eval_names, self.eval_loaders,
+    def evaluate(self, all_sets: bool = False) -> dict:
+        """Evaluate on the selection set (keys ``eval_<metric>``), and with ``all_sets`` also on every other eval
+        dataset (keys ``<name>_<metric>``)."""
+        n = len(self.eval_loaders) if all_sets else 1
+        return _evaluate_loaders(self.accelerator, self.model, self.eval_names[:n], self.eval_loaders[:n],
                                  self.compute_metrics)
+
+    def _best_state_path(self) -> str:
+        return os.path.join(self.output_dir, "checkpoints", "best_state.safetensors")
+
+    def _save_best_state(self) -> None:
+        """Keep the selected model's weights (all trainable-module tensors) for the final held-out evaluation."""
+        from safetensors.torch import save_file
+
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {k: v.detach().cpu().contiguous() for k, v in acc.unwrap_model(self.model).state_dict().items()}
+            path = self._best_state_path()
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            save_file(_untie(state), tmp)
+            os.replace(tmp, path)
+        acc.wait_for_everyone()
+
+    def _evaluate_held_out(self) -> dict:
+        """Evaluate the non-selection eval sets once, on the selected (best) weights."""
+        if len(self.eval_loaders) < 2:
+            return {}
+        from safetensors.torch import load_file
+
+        module = self.accelerator.unwrap_model(self.model)
+        path = self._best_state_path()
+        current = None
+        if os.path.isfile(path) and self.state["best_step"] != self.state["global_step"]:
+            current = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            module.load_state_dict(load_file(path), strict=False)
+        out = _evaluate_loaders(self.accelerator, self.model, self.eval_names[1:], self.eval_loaders[1:],
+                                self.compute_metrics, first_is_eval=False)
+        if current is not None:
+            module.load_state_dict(current)
+        return out
 
     def _is_better(self, value: float) -> bool:
         best = self.state["best_metric"]
@@ -395,6 +506,8 @@ class Engine:
             self.state["best_step"] = self.state["global_step"]
             self.state["best_metrics"] = metrics
             self._export(os.path.join(self.output_dir, "best"))
+            if len(self.eval_loaders) > 1:
+                self._save_best_state()
         acc.log(metrics, step=self.state["global_step"])
         if pbar is not None:
             pbar.write(
@@ -444,6 +557,8 @@ class Engine:
         while self.state["global_step"] < total:
             epoch = self.state["epoch"]
             self.train_loader.set_epoch(epoch)
+            if self.length_sampler is not None:
+                self.length_sampler.set_epoch(epoch)
             skip = self.state["batches_in_epoch"]
             loader = self.train_loader
             if skip:
@@ -519,6 +634,7 @@ class Engine:
         if args.report_to == "tensorboard":
             acc.end_training()
         metrics = dict(self.state["best_metrics"])
+        metrics.update(self._evaluate_held_out())
         runtime = self.state["train_time_s"]
         metrics.update(
             {

@@ -1,5 +1,7 @@
 """One config schema: strict YAML recipes, flags override keys, one-line errors naming key and file."""
 
+import os
+
 import pytest
 
 from distiller_nlp.config import DistillConfig, FinetuneConfig, load_config, parse_set_option
@@ -79,3 +81,16 @@ def test_set_option_parsing():
     assert parse_set_option("train.cpu=true") == ("train.cpu", True)
     with pytest.raises(DistillerError):
         parse_set_option("novalue")
+
+
+def test_readme_recipe_parses(tmp_path):
+    """The recipe shown in README.md is valid under the schema (keeps the docs honest)."""
+    import re
+
+    from distiller_nlp.config import DistillConfig, load_config
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"), encoding="utf-8").read()
+    block = re.search(r"```yaml\n(.*?)```", readme, re.S).group(1)
+    cfg = load_config(DistillConfig, write(tmp_path, block))
+    assert cfg.kd.mapping.loss == "mi_alpha" and cfg.kd.intermediate[1].feature == "attention_scores"
+    assert cfg.train.group_by_length is True

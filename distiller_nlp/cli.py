@@ -6,6 +6,7 @@ command                Python function
 ``finetune-teacher``   :func:`distiller_nlp.teacher.finetune_teacher`
 ``distill``            :func:`distiller_nlp.distill.distill`
 ``run RECIPE``         :func:`distiller_nlp.distill.distill` with the recipe file
+``cache-teacher``      :func:`distiller_nlp.distill.cache_teacher`
 ``evaluate``           :func:`distiller_nlp.predict.evaluate_model`
 ``predict``            :func:`distiller_nlp.predict.predict_split`
 ``demo``               :func:`distiller_nlp.demo.run_demo`
@@ -68,6 +69,7 @@ DISTILL_FLAGS = {
     "mapping": ("kd.mapping.strategy", str, "intermediate layer mapping: skip | last"),
     "inter_loss": ("kd.mapping.loss", str, "intermediate loss of the mapping (hidden_mse, mi_alpha, ...)"),
     "inter_weight": ("kd.mapping.weight", float, "weight of each intermediate match"),
+    "teacher_cache": ("teacher_cache", str, "off | auto (compute teacher outputs once) | DIR from cache-teacher"),
 }
 
 
@@ -109,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(p, TRAIN_FLAGS)
 
     for name, help_ in (("distill", "distil a fine-tuned teacher into a student"),
-                        ("run", "run a distillation recipe (YAML)")):
+                        ("run", "run a distillation recipe (YAML)"),
+                        ("cache-teacher", "compute the teacher outputs a KD config needs, once, into --output-dir")):
         p = sub.add_parser(name, help=help_)
         if name == "run":
             p.add_argument("recipe", help="recipe YAML file")
@@ -199,6 +202,18 @@ def run_command(args: argparse.Namespace) -> int:
         if _is_main_process():
             print(f"fine-tuned teacher written to {cfg.output_dir}")
             _print_metrics(metrics)
+        return 0
+
+    if args.command == "cache-teacher":
+        from distiller_nlp.distill import cache_teacher
+
+        ov = _overrides(args, DATA_FLAGS, TRAIN_FLAGS, DISTILL_FLAGS)
+        cfg = load_config(DistillConfig, args.config, ov, args.set)
+        if not args.output_dir:
+            raise DistillerError("--output-dir is required")
+        info = cache_teacher(cfg, args.output_dir, overwrite=args.overwrite)
+        print(f"cached teacher outputs of {info['examples']} examples (hidden layers {info['hidden_layers']}) "
+              f"in {args.output_dir}; key {info['key']}")
         return 0
 
     if args.command in ("distill", "run"):

@@ -160,6 +160,7 @@ class DistillConfig:
     kd: KDConfig = field(default_factory=KDConfig)
     train: TrainArgs = field(default_factory=TrainArgs)
     trust_remote_code: bool = False
+    teacher_cache: str = "off"  # off | auto | DIR written by `distiller-nlp cache-teacher`
 
 
 # ------------------------------------------------------------------------------------------------ strict loading

@@ -1122,8 +1122,11 @@ def make_collator(tokenizer, is_regression: bool | None = None, pad_to_multiple_
             if regression is None:
                 regression = any(isinstance(v, float) for v in labels)
             batch["labels"] = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)
+        from distiller_nlp.teacher_cache import collate_teacher_columns, is_teacher_column
+
+        collate_teacher_columns(features, batch)
         for k in keys:
-            if k in pad_values or k == label_key:
+            if k in pad_values or k == label_key or is_teacher_column(k):
                 continue
             values = [f[k] for f in features]
             if any(isinstance(v, (str, bytes)) or v is None for v in values):

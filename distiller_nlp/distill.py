@@ -243,27 +243,17 @@ class TeacherRunner:
         return batch
 
 
-def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    """Distil ``cfg.teacher`` into a student on ``cfg.data.task``; returns (and writes) ``metrics.json``.
+def _setup(cfg: DistillConfig):
+    """Load and validate everything a run needs (data, teacher, student, KD config), writing nothing."""
+    from types import SimpleNamespace
 
-    Everything is validated before the output directory is touched: the data (columns, labels, non-empty splits),
-    the teacher (its classifier must match the task's labels — fine-tune it first otherwise), the student (shape,
-    init), the KD config (loss names, layer indices). The output directory then receives the student
-    (``save_pretrained`` + tokenizer; loads with ``AutoModelForSequenceClassification.from_pretrained(DIR)``),
-    ``metrics.json``, ``config.yaml``, ``checkpoints/`` (for ``--resume``) and TensorBoard logs in ``runs/``.
-    """
     from accelerate.utils import set_seed
 
-    from distiller_nlp.core.engine import Engine
-    from distiller_nlp.core.flops import encoder_flops_from_config
     from distiller_nlp.data import load_task_data, make_collator, tokenize_dataset
-    from distiller_nlp.models import (build_student, describe_model, load_teacher_for_task, load_tokenizer,
-                                      parse_student_shape, resolve_model_path, save_student)
-    from distiller_nlp.runs import (check_output_dir, create_output_dir, eval_splits, promote_best,
-                                    task_metric_fn, write_json_atomic)
+    from distiller_nlp.models import (build_student, load_teacher_for_task, load_tokenizer, parse_student_shape,
+                                      resolve_model_path)
+    from distiller_nlp.runs import eval_splits
 
-    out_dir = cfg.output_dir
-    check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     if not cfg.teacher:
         raise DistillerError("--teacher is required (a fine-tuned checkpoint: see `distiller-nlp finetune-teacher`)")
     if cfg.student_init not in ("auto", "teacher", "random"):
@@ -282,10 +272,108 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
                             seed=cfg.train.seed)
     matches = resolve_matches(cfg.kd, teacher.config, student.config, source="the KD config")
     module = DistillModule(student, cfg.kd, matches, teacher.config, is_regression=task.is_regression)
-
     tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length)
-    evals = eval_splits(tok, task)
-    collate = make_collator(tokenizer, is_regression=task.is_regression)
+    return SimpleNamespace(task=task, teacher_path=teacher_path, teacher=teacher, tokenizer=tokenizer,
+                           student=student, module=module, tok=tok, evals=eval_splits(tok, task),
+                           collate=make_collator(tokenizer, is_regression=task.is_regression))
+
+
+def _cache_problem(run) -> Optional[str]:
+    """Why this pipeline cannot read the teacher from a cache (None if it can)."""
+    if run.module.teacher_qkv_layers:
+        return "attention_scores matches need the teacher's q/k, which are not cached"
+    if getattr(run.tokenizer, "padding_side", "right") != "right":
+        return "the tokenizer pads on the left"
+    return None
+
+
+def _cache_key_for(run) -> str:
+    from distiller_nlp.teacher_cache import cache_key, teacher_fingerprint
+
+    return cache_key(teacher_fingerprint(run.teacher_path), run.tok["train"]._fingerprint,
+                     run.module.teacher_hidden_layers)
+
+
+def _cached_train_set(cfg: DistillConfig, run):
+    """The training set with cached teacher columns, or None to run the teacher live (see ``teacher_cache``)."""
+    from distiller_nlp import teacher_cache as tc
+
+    mode = cfg.teacher_cache or "off"
+    if mode == "off" or not run.module.needs_teacher:
+        return None
+    problem = _cache_problem(run)
+    if problem and mode != "auto":
+        raise DistillerError(f"teacher_cache {mode}: {problem}")
+    if problem:
+        logger.info("teacher cache off: %s", problem)
+        return None
+    try:
+        key = _cache_key_for(run)
+    except DistillerError as exc:
+        if mode != "auto":
+            raise
+        logger.info("teacher cache off: %s", exc)
+        return None
+    if mode != "auto":
+        return tc.as_cached_format(tc.load_teacher_cache(mode, key))
+    from accelerate import PartialState
+
+    from distiller_nlp.data import cache_dir
+
+    state = PartialState()
+    target = cache_dir() / "teacher_outputs" / key
+    target.mkdir(parents=True, exist_ok=True)
+    with state.main_process_first():
+        run.teacher.to(state.device)
+        ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, run.module.teacher_hidden_layers,
+                                        pad_token_id=run.tokenizer.pad_token_id,
+                                        cache_file=str(target / "train.arrow"))
+    return tc.as_cached_format(ds)
+
+
+def cache_teacher(cfg: DistillConfig, output_dir: str, overwrite: bool = False) -> dict:
+    """Compute the teacher outputs the KD config ``cfg`` needs on its training set and save them to ``output_dir``.
+
+    ``distill`` with ``teacher_cache: DIR`` then reads them instead of running the teacher, after checking that the
+    cache was computed for the same teacher, data and layers. Returns ``{"key", "examples", "hidden_layers"}``.
+    """
+    from distiller_nlp import teacher_cache as tc
+    from distiller_nlp.runs import check_output_dir
+
+    check_output_dir(output_dir, overwrite=overwrite)
+    run = _setup(cfg)
+    problem = _cache_problem(run)
+    if problem:
+        raise DistillerError(f"cannot cache the teacher for this KD config: {problem}")
+    key = _cache_key_for(run)
+    layers = run.module.teacher_hidden_layers
+    ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, layers,
+                                    pad_token_id=run.tokenizer.pad_token_id)
+    tc.save_teacher_cache(ds, output_dir, key, run.teacher_path, layers)
+    return {"key": key, "examples": len(ds), "hidden_layers": layers}
+
+
+def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Distil ``cfg.teacher`` into a student on ``cfg.data.task``; returns (and writes) ``metrics.json``.
+
+    Everything is validated before the output directory is touched: the data (columns, labels, non-empty splits),
+    the teacher (its classifier must match the task's labels — fine-tune it first otherwise), the student (shape,
+    init), the KD config (loss names, layer indices). The output directory then receives the student
+    (``save_pretrained`` + tokenizer; loads with ``AutoModelForSequenceClassification.from_pretrained(DIR)``),
+    ``metrics.json``, ``config.yaml``, ``checkpoints/`` (for ``--resume``) and TensorBoard logs.
+    ``cfg.teacher_cache``: ``off`` (run the teacher every step), ``auto`` (compute its outputs once, cached by
+    teacher + data + layers, whenever the pipeline allows) or a directory written by :func:`cache_teacher`.
+    """
+    from distiller_nlp.core.engine import Engine
+    from distiller_nlp.core.flops import encoder_flops_from_config
+    from distiller_nlp.models import describe_model, save_student
+    from distiller_nlp.runs import check_output_dir, create_output_dir, promote_best, task_metric_fn, write_json_atomic
+
+    out_dir = cfg.output_dir
+    check_output_dir(out_dir, resume=resume, overwrite=overwrite)
+    run = _setup(cfg)
+    teacher, student, module, task, tokenizer = run.teacher, run.student, run.module, run.task, run.tokenizer
+    cached = _cached_train_set(cfg, run)
 
     create_output_dir(out_dir, overwrite=overwrite)
     dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
@@ -293,10 +381,16 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
     def export(mod, directory):
         save_student(mod.student, tokenizer, directory)
 
-    runner = TeacherRunner(teacher, module) if module.needs_teacher else None
-    engine = Engine(cfg.train, out_dir, module, tok["train"], collate, eval_datasets=evals,
+    if cached is not None:
+        from distiller_nlp.teacher_cache import CachedTeacher
+
+        runner, train_set, frozen = CachedTeacher(), cached, []
+    else:
+        runner = TeacherRunner(teacher, module) if module.needs_teacher else None
+        train_set, frozen = run.tok["train"], [teacher]
+    engine = Engine(cfg.train, out_dir, module, train_set, run.collate, eval_datasets=run.evals,
                     compute_metrics=task_metric_fn(task), main_metric=task.main_metric,
-                    prepare_batch=runner, frozen=[teacher], export_fn=export, resume=resume, run_name="distill")
+                    prepare_batch=runner, frozen=frozen, export_fn=export, resume=resume, run_name="distill")
     result = engine.train()
     metrics = dict(result.metrics)
     if engine.accelerator.is_main_process:
@@ -306,9 +400,9 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
         metrics.update({f"teacher_{k}": v for k, v in t_info.items()})
         metrics["flops_ratio"] = round(encoder_flops_from_config(student.config, 128)
                                        / encoder_flops_from_config(teacher.config, 128), 4)
-        metrics["train_examples"] = len(tok["train"])
+        metrics["train_examples"] = len(run.tok["train"])
+        metrics["teacher_cached"] = cached is not None
         promote_best(out_dir)
         write_json_atomic(os.path.join(out_dir, "metrics.json"), metrics)
     engine.accelerator.wait_for_everyone()
     return metrics
-

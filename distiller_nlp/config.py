@@ -161,6 +161,7 @@ class DistillConfig:
     train: TrainArgs = field(default_factory=TrainArgs)
     trust_remote_code: bool = False
     teacher_cache: str = "off"  # off | auto | DIR written by `distiller-nlp cache-teacher`
+    teacher_cache_dtype: str = "float16"  # float16 (half the disk) | float32 (bit-faithful)
 
 
 # ------------------------------------------------------------------------------------------------ strict loading

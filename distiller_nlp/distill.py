@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -273,7 +274,11 @@ def _setup(cfg: DistillConfig):
     matches = resolve_matches(cfg.kd, teacher.config, student.config, source="the KD config")
     module = DistillModule(student, cfg.kd, matches, teacher.config, is_regression=task.is_regression)
     tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length)
-    return SimpleNamespace(task=task, teacher_path=teacher_path, teacher=teacher, tokenizer=tokenizer,
+    from distiller_nlp.teacher_cache import DTYPES
+
+    if cfg.teacher_cache_dtype not in DTYPES:
+        raise DistillerError(f"teacher_cache_dtype '{cfg.teacher_cache_dtype}' must be one of {', '.join(DTYPES)}")
+    return SimpleNamespace(cache_dtype=cfg.teacher_cache_dtype, task=task, teacher_path=teacher_path, teacher=teacher, tokenizer=tokenizer,
                            student=student, module=module, tok=tok, evals=eval_splits(tok, task),
                            collate=make_collator(tokenizer, is_regression=task.is_regression))
 
@@ -291,7 +296,7 @@ def _cache_key_for(run) -> str:
     from distiller_nlp.teacher_cache import cache_key, teacher_fingerprint
 
     return cache_key(teacher_fingerprint(run.teacher_path), run.tok["train"]._fingerprint,
-                     run.module.teacher_hidden_layers)
+                     run.module.teacher_hidden_layers, dtype=run.cache_dtype)
 
 
 def _cached_train_set(cfg: DistillConfig, run):
@@ -327,7 +332,7 @@ def _cached_train_set(cfg: DistillConfig, run):
         run.teacher.to(state.device)
         ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, run.module.teacher_hidden_layers,
                                         pad_token_id=run.tokenizer.pad_token_id,
-                                        cache_file=str(target / "train.arrow"))
+                                        cache_file=str(target / "train.arrow"), dtype=run.cache_dtype)
     return tc.as_cached_format(ds)
 
 
@@ -348,7 +353,7 @@ def cache_teacher(cfg: DistillConfig, output_dir: str, overwrite: bool = False) 
     key = _cache_key_for(run)
     layers = run.module.teacher_hidden_layers
     ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, layers,
-                                    pad_token_id=run.tokenizer.pad_token_id)
+                                    pad_token_id=run.tokenizer.pad_token_id, dtype=run.cache_dtype)
     tc.save_teacher_cache(ds, output_dir, key, run.teacher_path, layers)
     return {"key": key, "examples": len(ds), "hidden_layers": layers}
 
@@ -373,7 +378,9 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
     check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     run = _setup(cfg)
     teacher, student, module, task, tokenizer = run.teacher, run.student, run.module, run.task, run.tokenizer
+    t_cache = time.perf_counter()
     cached = _cached_train_set(cfg, run)
+    t_cache = time.perf_counter() - t_cache
 
     create_output_dir(out_dir, overwrite=overwrite)
     dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
@@ -402,7 +409,9 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
                                        / encoder_flops_from_config(teacher.config, 128), 4)
         metrics["train_examples"] = len(run.tok["train"])
         metrics["teacher_cached"] = cached is not None
+        metrics["teacher_cache_s"] = round(t_cache, 3) if cached is not None else 0.0  # computing or loading it
         promote_best(out_dir)
+        write_json_atomic(os.path.join(out_dir, "history.json"), {"train": result.log_history, "eval": result.history})
         write_json_atomic(os.path.join(out_dir, "metrics.json"), metrics)
     engine.accelerator.wait_for_everyone()
     return metrics

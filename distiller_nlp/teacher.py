@@ -76,6 +76,7 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
         metrics.update({f"model_{k}": v for k, v in describe_model(model, seq_len=cfg.train.max_length).items()})
         metrics["train_examples"] = len(tok["train"])
         promote_best(out_dir)
+        write_json_atomic(os.path.join(out_dir, "history.json"), {"train": result.log_history, "eval": result.history})
         write_json_atomic(os.path.join(out_dir, "metrics.json"), metrics)
     engine.accelerator.wait_for_everyone()
     return metrics

@@ -3,8 +3,9 @@
 A distillation step costs a teacher forward plus a student forward and backward. When the teacher's inputs do not
 change between epochs (no MixUp, no online augmentation), its outputs can be computed once:
 
-- :func:`compute_teacher_outputs` adds ``teacher_logits`` (float16, one row of ``num_labels`` per example) and, on
-  request, ``teacher_hidden_<l>`` (float16, ``(tokens_of_the_example, hidden)`` — padding is not stored) as
+- :func:`compute_teacher_outputs` adds ``teacher_logits`` (float16 by default, float32 on request; one row of
+  ``num_labels`` per example) and, on request, ``teacher_hidden_<l>`` (``(tokens_of_the_example, hidden)`` —
+  padding is not stored) as
   ``datasets`` columns. They live in Arrow files that are memory-mapped, so memory stays bounded for large datasets.
 - The cache key is the teacher fingerprint (SHA-256 of its config and weight files) + the tokenized data's
   ``datasets`` fingerprint + the requested layers + the augmentation seed (for augmented copies). A cache directory
@@ -56,10 +57,16 @@ def teacher_fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_key(teacher_fp: str, data_fp: str, hidden_layers: Iterable[int] = (), aug_seed: Optional[int] = None) -> str:
-    """The key a cache is valid for: teacher + data + requested hidden layers (+ augmentation seed)."""
+DTYPES = ("float16", "float32")
+
+
+def cache_key(teacher_fp: str, data_fp: str, hidden_layers: Iterable[int] = (), aug_seed: Optional[int] = None,
+              dtype: str = "float16") -> str:
+    """The key a cache is valid for: teacher + data + requested hidden layers + storage dtype (+ augmentation seed)."""
     layers = ",".join(str(int(x)) for x in sorted(set(hidden_layers)))
     raw = f"v{CACHE_VERSION}|teacher={teacher_fp}|data={data_fp}|hidden={layers}|aug={aug_seed}"
+    if dtype != "float16":
+        raw += f"|dtype={dtype}"
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
@@ -74,7 +81,7 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
 
 def compute_teacher_outputs(dataset, teacher: torch.nn.Module, key: str, hidden_layers: Sequence[int] = (),
                             batch_size: int = 64, pad_token_id: int = 0, cache_file: Optional[str] = None,
-                            device: Optional[torch.device] = None):
+                            device: Optional[torch.device] = None, dtype: str = "float16"):
     """Add the teacher's outputs to a tokenized ``datasets.Dataset`` as float16 columns (see the module docstring).
 
     ``key`` (from :func:`cache_key`) is used as the new ``datasets`` fingerprint, so the same teacher + data +
@@ -86,14 +93,17 @@ def compute_teacher_outputs(dataset, teacher: torch.nn.Module, key: str, hidden_
 
     if len(dataset) == 0:
         raise DistillerError("cannot cache teacher outputs of an empty dataset")
+    if dtype not in DTYPES:
+        raise DistillerError(f"teacher cache dtype '{dtype}' must be one of {', '.join(DTYPES)}")
+    np_dtype = np.float16 if dtype == "float16" else np.float32
     device = device or next(teacher.parameters()).device
     hidden_layers = sorted(set(int(x) for x in hidden_layers))
     num_labels = int(teacher.config.num_labels)
     width = int(getattr(teacher.config, "hidden_size", 0) or getattr(teacher.config, "dim"))
     features = dataset.features.copy()
-    features[LOGITS] = datasets.Sequence(datasets.Value("float16"), length=num_labels)
+    features[LOGITS] = datasets.Sequence(datasets.Value(dtype), length=num_labels)
     for layer in hidden_layers:
-        features[hidden_column(layer)] = datasets.Array2D(shape=(None, width), dtype="float16")
+        features[hidden_column(layer)] = datasets.Array2D(shape=(None, width), dtype=dtype)
     was_training = teacher.training
     teacher.eval()
 
@@ -105,10 +115,10 @@ def compute_teacher_outputs(dataset, teacher: torch.nn.Module, key: str, hidden_
         inputs = {k: v.to(device) for k, v in inputs.items()}
         with torch.no_grad(), FeatureCapture(teacher, hidden_layers=hidden_layers) as cap:
             logits = teacher(**inputs).logits
-        out = {LOGITS: logits.float().cpu().numpy().astype(np.float16)}
+        out = {LOGITS: logits.float().cpu().numpy().astype(np_dtype)}
         lengths = [len(ids) for ids in batch["input_ids"]]
         for layer in hidden_layers:
-            h = cap.hidden[layer].float().cpu().numpy().astype(np.float16)
+            h = cap.hidden[layer].float().cpu().numpy().astype(np_dtype)
             out[hidden_column(layer)] = [h[i, :n] for i, n in enumerate(lengths)]
         return out
 

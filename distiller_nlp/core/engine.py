@@ -281,8 +281,9 @@ class EngineResult:
 
     metrics: dict
     best_dir: Optional[str]
-    history: list = field(default_factory=list)
+    history: list = field(default_factory=list)  # one entry per evaluation
     global_step: int = 0
+    log_history: list = field(default_factory=list)  # mean training losses every ``logging_steps``
 
 
 # ------------------------------------------------------------------------------------------------ engine
@@ -395,6 +396,7 @@ class Engine:
             "best_step": None,
             "best_metrics": {},
             "history": [],
+            "log_history": [],
             "train_time_s": 0.0,
             "train_examples": 0,
         }
@@ -601,6 +603,7 @@ class Engine:
                     # One host sync every logging_steps, not one per step.
                     last_logs = {k: float(v) / running_n for k, v in running.items()}
                     last_logs["lr"] = self.scheduler.get_last_lr()[0]
+                    self.state["log_history"].append({"step": step, **last_logs})
                     acc.log({f"train/{k}": v for k, v in last_logs.items()}, step=step)
                     pbar.set_postfix({k: f"{v:.4g}" for k, v in last_logs.items() if k in ("loss", "lr")})
                     running, running_n = {}, 0
@@ -649,4 +652,5 @@ class Engine:
         )
         best_dir = os.path.join(self.output_dir, "best") if self.export_fn is not None else None
         return EngineResult(metrics=metrics, best_dir=best_dir, history=self.state["history"],
+                            log_history=self.state["log_history"],
                             global_step=self.state["global_step"])

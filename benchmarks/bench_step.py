@@ -109,7 +109,6 @@ def run_floor(plain: bool):
 
 def run_ours(cached: bool):
     import datasets
-    import torch
 
     from distiller_nlp.config import KDConfig, MatchConfig, TrainArgs
     from distiller_nlp.core.engine import Engine

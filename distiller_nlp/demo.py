@@ -47,6 +47,18 @@ PROTOCOL = {
 }
 
 
+def _flops_at_128(metrics: dict, prefix: str) -> Optional[int]:
+    """Encoder FLOPs at 128 tokens of the model described by ``<prefix>_layers/hidden/heads/intermediate/head_dim``
+    in a run's metrics (runs record their size facts at their own max length)."""
+    from distiller_nlp.core.flops import encoder_flops
+
+    try:
+        dims = [int(metrics[f"{prefix}_{k}"]) for k in ("layers", "hidden", "heads", "intermediate", "head_dim")]
+    except KeyError:
+        return None
+    return encoder_flops(*dims[:4], seq_len=128, head_dim=dims[4])
+
+
 def _protocol_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -138,7 +150,7 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
 
     rows = [{"model": "teacher MiniLM-L6-H384 (fine-tuned)", "seed": p["teacher"]["seed"],
              "eval_accuracy": teacher_metrics["eval_accuracy"], "test_accuracy": teacher_metrics.get("test_accuracy"),
-             "params": teacher_metrics.get("model_params"), "encoder_flops": teacher_metrics.get("model_encoder_flops"),
+             "params": teacher_metrics.get("model_params"), "encoder_flops": _flops_at_128(teacher_metrics, "model"),
              "train_runtime_s": teacher_metrics["train_runtime_s"], "examples_per_s": teacher_metrics["examples_per_s"]},
             {"model": "TF-IDF + logistic regression", "seed": p["teacher"]["seed"],
              "eval_accuracy": baseline["eval_accuracy"], "test_accuracy": baseline["test_accuracy"],
@@ -165,7 +177,7 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
             m = _run_or_resume(distill, cfg, run_dir, _protocol_hash(spec), spec)
             rows.append({"model": f"student: {name}", "seed": seed, "eval_accuracy": m["eval_accuracy"],
                          "test_accuracy": m.get("test_accuracy"), "params": m.get("student_params"),
-                         "encoder_flops": m.get("student_encoder_flops"), "train_runtime_s": m["train_runtime_s"],
+                         "encoder_flops": _flops_at_128(m, "student"), "train_runtime_s": m["train_runtime_s"],
                          "examples_per_s": m["examples_per_s"], "flops_ratio": m.get("flops_ratio")})
 
     summary = summarize(rows)

@@ -161,7 +161,8 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
     for name, variant in p["variants"].items():
         for seed in seeds:
             kd = KDConfig(pred_loss=variant["pred_loss"], temperature=variant.get("temperature", 1.0),
-                          kd_weight=variant["kd_weight"], hard_label_weight=variant["hard_label_weight"])
+                          kd_weight=variant["kd_weight"], hard_label_weight=variant["hard_label_weight"],
+                          pred_loss_params=dict(variant.get("pred_loss_params", {})))
             if "mapping" in variant:
                 kd.mapping = MappingConfig(**variant["mapping"])
             slug = name.lower().replace(" + ", "_").replace(" ", "_").replace("-α", "_alpha")
@@ -172,7 +173,8 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
             cfg = DistillConfig(teacher=teacher_dir, student_shape=p["student"]["shape"],
                                 student_init=p["student"]["init"], output_dir=run_dir, data=data, kd=kd,
                                 train=_train_args(p["student"], seed, precision, p["max_length"],
-                                                  p.get("group_by_length", False)))
+                                                  p.get("group_by_length", False)),
+                                teacher_cache=variant.get("teacher_cache", "off"))
             print(f"[demo] student: {name}, seed {seed}")
             m = _run_or_resume(distill, cfg, run_dir, _protocol_hash(spec), spec)
             rows.append({"model": f"student: {name}", "seed": seed, "eval_accuracy": m["eval_accuracy"],

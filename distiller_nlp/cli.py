@@ -70,6 +70,10 @@ DISTILL_FLAGS = {
     "inter_loss": ("kd.mapping.loss", str, "intermediate loss of the mapping (hidden_mse, mi_alpha, ...)"),
     "inter_weight": ("kd.mapping.weight", float, "weight of each intermediate match"),
     "teacher_cache": ("teacher_cache", str, "off | auto (compute teacher outputs once) | DIR from cache-teacher"),
+    "augment": ("augment.stages", lambda v: [x.strip() for x in v.split(",") if x.strip()],
+                "augmentation pipeline, comma-separated stages in order (e.g. random)"),
+    "aug_p": ("augment.aug_p", float, "fraction of words an augmentation stage changes, in (0, 1]"),
+    "aug_copies": ("augment.copies", int, "augmented copies per training example"),
 }
 
 

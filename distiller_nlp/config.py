@@ -126,6 +126,18 @@ class KDConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Text augmentation of the training set (``distiller_nlp.augment``): ``copies`` augmented copies of every
+    training example, made by the ordered ``stages`` (e.g. ``[random]``), added next to the originals."""
+
+    stages: list[str] = field(default_factory=list)
+    aug_p: float = 0.3
+    copies: int = 1
+    seed: int = 0
+    params: dict = field(default_factory=dict)  # per stage, e.g. {random: {action: delete}}
+
+
+@dataclass
 class DataConfig:
     task: str = "tweets"
     data_dir: str = ""
@@ -159,6 +171,7 @@ class DistillConfig:
     data: DataConfig = field(default_factory=DataConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     train: TrainArgs = field(default_factory=TrainArgs)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     trust_remote_code: bool = False
     teacher_cache: str = "off"  # off | auto | DIR written by `distiller-nlp cache-teacher`
     teacher_cache_dtype: str = "float16"  # float16 (half the disk) | float32 (bit-faithful)

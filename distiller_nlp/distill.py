@@ -265,6 +265,17 @@ def _setup(cfg: DistillConfig):
                               text_pair_column=d.text_pair_column or None, label_column=d.label_column or None,
                               max_train_examples=d.max_train_examples or None,
                               max_eval_examples=d.max_eval_examples or None, seed=cfg.train.seed)
+    n_original = len(ds["train"])
+    if cfg.augment.stages:
+        import datasets
+
+        from distiller_nlp.augment import augment_dataset
+
+        a = cfg.augment
+        extra = augment_dataset(ds["train"], a.stages, aug_p=a.aug_p, copies=a.copies, seed=a.seed, params=a.params)
+        ds["train"] = datasets.concatenate_datasets([ds["train"], extra])
+        logger.info("augmentation %s: %d original + %d augmented training examples", "+".join(a.stages),
+                    n_original, len(extra))
     teacher_path = resolve_model_path(cfg.teacher)
     teacher = load_teacher_for_task(teacher_path, task, trust_remote_code=cfg.trust_remote_code)
     tokenizer = load_tokenizer(teacher_path, trust_remote_code=cfg.trust_remote_code)
@@ -278,7 +289,7 @@ def _setup(cfg: DistillConfig):
 
     if cfg.teacher_cache_dtype not in DTYPES:
         raise DistillerError(f"teacher_cache_dtype '{cfg.teacher_cache_dtype}' must be one of {', '.join(DTYPES)}")
-    return SimpleNamespace(cache_dtype=cfg.teacher_cache_dtype, task=task, teacher_path=teacher_path, teacher=teacher, tokenizer=tokenizer,
+    return SimpleNamespace(cache_dtype=cfg.teacher_cache_dtype, n_original=n_original, task=task, teacher_path=teacher_path, teacher=teacher, tokenizer=tokenizer,
                            student=student, module=module, tok=tok, evals=eval_splits(tok, task),
                            collate=make_collator(tokenizer, is_regression=task.is_regression))
 
@@ -408,6 +419,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
         metrics["flops_ratio"] = round(encoder_flops_from_config(student.config, 128)
                                        / encoder_flops_from_config(teacher.config, 128), 4)
         metrics["train_examples"] = len(run.tok["train"])
+        metrics["train_examples_original"] = run.n_original
         metrics["teacher_cached"] = cached is not None
         metrics["teacher_cache_s"] = round(t_cache, 3) if cached is not None else 0.0  # computing or loading it
         promote_best(out_dir)

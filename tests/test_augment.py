@@ -1,0 +1,75 @@
+"""Augmentation: EDA-style random stage (hand-checked properties), determinism, pairs, fingerprint cache, distill."""
+
+import collections
+import json
+
+import datasets
+import numpy as np
+import pytest
+
+from distiller_nlp.augment import augment_dataset, build_augmenter, list_augmenters
+from distiller_nlp.cli import main
+from distiller_nlp.errors import DistillerError
+
+TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world", "single", ""]
+
+
+def _rngs(n, seed=0):
+    return [np.random.default_rng([seed, 0, i]) for i in range(n)]
+
+
+def test_random_stage_actions():
+    swap = build_augmenter("random", 0.3).augment(TEXTS, _rngs(4))
+    assert collections.Counter(swap[0].split()) == collections.Counter(TEXTS[0].split()) and swap[0] != TEXTS[0]
+    assert swap[2:] == ["single", ""]  # fewer than two words: unchanged
+    delete = build_augmenter("random", 0.5, {"action": "delete"}).augment(TEXTS, _rngs(4))
+    assert 1 <= len(delete[0].split()) < 9 and all(w in TEXTS[0].split() for w in delete[0].split())
+    insert = build_augmenter("random", 0.3, {"action": "insert"}).augment(TEXTS, _rngs(4))
+    assert len(insert[0].split()) == 9 + 3 and set(insert[0].split()) == set(TEXTS[0].split())  # round(.3*9)=3
+    assert insert[2] == "single single"
+
+
+def test_errors():
+    assert "random" in list_augmenters()
+    with pytest.raises(DistillerError, match="unknown augmentation stage 'contextua'"):
+        build_augmenter("contextua", 0.3)
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(DistillerError, match="aug_p"):
+            build_augmenter("random", bad)
+    with pytest.raises(DistillerError, match="action"):
+        build_augmenter("random", 0.3, {"action": "shuffle"})
+
+
+def test_augment_dataset_deterministic_pairs_and_cached(tmp_path):
+    ds = datasets.Dataset.from_dict({"text": TEXTS[:2] * 3, "text_pair": ["a b c d", "e f g h"] * 3,
+                                     "label": [0, 1] * 3})
+    path = tmp_path / "ds"
+    ds.save_to_disk(str(path))
+    ds = datasets.load_from_disk(str(path))  # file-backed, so map results are cached on disk
+    a = augment_dataset(ds, ["random"], aug_p=0.5, copies=2, seed=3)
+    b = augment_dataset(ds, ["random"], aug_p=0.5, copies=2, seed=3)
+    c = augment_dataset(ds, ["random"], aug_p=0.5, copies=2, seed=4)
+    col = lambda d, k: list(d[k])  # noqa: E731 - datasets returns lazy Column objects
+    assert len(a) == 12 and col(a, "label") == col(ds, "label") * 2
+    assert col(a, "text") == col(b, "text") and col(a, "text_pair") == col(b, "text_pair")
+    assert col(a, "text") != col(c, "text")
+    assert all(sorted(x.split()) == sorted(y.split()) for x, y in zip(col(a, "text_pair"), col(ds, "text_pair") * 2))
+    assert col(a, "text")[:6] != col(a, "text")[6:]  # the two copies differ
+    assert a._fingerprint == b._fingerprint != c._fingerprint
+    # independent of batching: a batch of one gives the same texts
+    one = ds.map(lambda x: x, batched=True, batch_size=1)
+    assert col(augment_dataset(one, ["random"], aug_p=0.5, copies=1, seed=3), "text") == col(a, "text")[:6]
+
+
+def test_distill_with_random_augmentation(tiny_teacher, sst2_dir, tmp_path, capsys):
+    out = tmp_path / "aug"
+    args = ["distill", "--teacher", tiny_teacher, "--task", "sst2", "--data-dir", sst2_dir, "--student-shape",
+            "layers=1,hidden=16,heads=2,intermediate=32", "--max-steps", "3", "--precision", "no", "--report-to",
+            "none", "--max-length", "16", "--augment", "random", "--aug-p", "0.2", "--aug-copies", "2"]
+    assert main(args + ["--output-dir", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["train_examples"] == 3 * 96 and m["train_examples_original"] == 96
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(args[:-6] + ["--augment", "random,nope", "--output-dir", str(bad)]) == 2
+    assert "unknown augmentation stage 'nope'" in capsys.readouterr().err and not bad.exists()

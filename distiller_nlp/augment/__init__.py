@@ -102,6 +102,6 @@ def augment_dataset(ds, stages: Sequence[str], aug_p: float = 0.3, copies: int =
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
-from distiller_nlp.augment import random_words as _random_words  # noqa: E402,F401  (registers "random")
+from distiller_nlp.augment import random_words  # noqa: E402,F401  (registers "random")
 
 __all__ = ["register_augmenter", "list_augmenters", "build_augmenter", "augment_texts", "augment_dataset"]

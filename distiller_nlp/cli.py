@@ -66,7 +66,7 @@ DISTILL_FLAGS = {
     "temperature": ("kd.temperature", float, "softmax temperature of the prediction loss"),
     "kd_weight": ("kd.kd_weight", float, "weight of the prediction-layer KD loss"),
     "hard_label_weight": ("kd.hard_label_weight", float, "weight of the cross-entropy on gold labels"),
-    "mapping": ("kd.mapping.strategy", str, "intermediate layer mapping: skip | last"),
+    "mapping": ("kd.mapping.strategy", str, "intermediate layer mapping: skip | last | emd"),
     "inter_loss": ("kd.mapping.loss", str, "intermediate loss of the mapping (hidden_mse, mi_alpha, ...)"),
     "inter_weight": ("kd.mapping.weight", float, "weight of each intermediate match"),
     "teacher_cache": ("teacher_cache", str, "off | auto (compute teacher outputs once) | DIR from cache-teacher"),

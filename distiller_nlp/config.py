@@ -101,7 +101,9 @@ class MatchConfig:
 
 @dataclass
 class MappingConfig:
-    """A mapping strategy that expands to matches: ``skip`` (teacher ⌊i·L_T/L_S⌋) or ``last`` (L_T − L_S + i)."""
+    """A mapping strategy that expands to matches: ``skip`` (teacher ⌊i·L_T/L_S⌋), ``last`` (L_T − L_S + i) or
+    ``emd`` (BERT-EMD: every student layer against every teacher layer, weighted by an earth mover's transport plan
+    whose layer weights adapt during training; ``params.emd_temperature`` sets the update's softmax temperature)."""
 
     strategy: str = "skip"
     feature: str = "hidden"

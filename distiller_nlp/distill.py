@@ -50,6 +50,7 @@ class ResolvedMatch:
     proj: str
     params: dict
     module_key: Optional[str] = None
+    emd: bool = False  # one entry of an EMD mapping's cost matrix (weighted by the transport plan, not summed)
 
     @property
     def name(self) -> str:
@@ -99,15 +100,28 @@ def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = 
         mp = kd.mapping
         as_match = MatchConfig(feature=mp.feature, loss=mp.loss, weight=mp.weight, proj=mp.proj, params=mp.params)
         check(as_match, "kd.mapping")
-        if mp.strategy not in ("skip", "last"):
-            raise DistillerError(f"kd.mapping.strategy '{mp.strategy}' in {source} must be skip or last")
+        if mp.strategy not in ("skip", "last", "emd"):
+            raise DistillerError(f"kd.mapping.strategy '{mp.strategy}' in {source} must be skip, last or emd")
+        params = {k: v for k, v in mp.params.items() if k != "emd_temperature"}
+        if mp.strategy == "emd":
+            # BERT-EMD: every student layer against every teacher layer (1..L), weighted by the transport plan;
+            # the embeddings (hidden layer 0) are matched directly.
+            if mp.feature == "hidden" and mp.include_embeddings:
+                out.append(ResolvedMatch(0, 0, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
+                                         module_key="mapping" if mp.loss == "mi_alpha" else "mapping_S0"))
+            for s in range(1, ls + 1):
+                for t in range(1, lt + 1):
+                    key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
+                    out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
+                                             module_key=key, emd=True))
+            return out
         pairs = layer_mapping(mp.strategy, lt, ls, feature=mp.feature)
         for t, s in pairs:
             if mp.feature == "hidden" and s == 0 and not mp.include_embeddings:
                 continue
             # One critic shared by every layer of a mapping (as Distiller does); projections are per layer.
             key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
-            out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(mp.params), module_key=key))
+            out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params), module_key=key))
     return out
 
 
@@ -158,6 +172,15 @@ class DistillModule(nn.Module):
                             f"intermediate match {m.name}: widths differ ({d_s} vs {d_t}) and proj is none"
                         )
         self.student_hidden_layers = sorted({m.layer_S for m in matches if m.feature == "hidden"})
+        self.emd_student_layers = sorted({m.layer_S for m in matches if m.emd})
+        self.emd_teacher_layers = sorted({m.layer_T for m in matches if m.emd})
+        if self.emd_student_layers:
+            self.emd_temperature = float((kd.mapping.params if kd.mapping else {}).get("emd_temperature", 1.0))
+            self.emd_weight = next(m.weight for m in matches if m.emd)
+            n_s, n_t = len(self.emd_student_layers), len(self.emd_teacher_layers)
+            # layer weights of the transport problem: buffers, so they are checkpointed and resumed exactly
+            self.register_buffer("emd_weights_s", torch.full((n_s,), 1.0 / n_s, dtype=torch.float64))
+            self.register_buffer("emd_weights_t", torch.full((n_t,), 1.0 / n_t, dtype=torch.float64))
         self.student_qkv_layers = sorted({m.layer_S for m in matches if m.feature == "attention_scores"})
 
     @property
@@ -218,12 +241,37 @@ class DistillModule(nn.Module):
             hard = self._hard_fn(logits, labels)
             out["hard_ce"] = hard
             total = total + kd.hard_label_weight * hard
+        costs = {}
         for m in self.matches:
             value = self._match_loss(m, cap, batch, mask)
+            if m.emd:
+                costs[(m.layer_S, m.layer_T)] = value
+                continue
             out[m.name] = value
             total = total + m.weight * value
+        if costs:
+            emd = self._emd_loss(costs)
+            out["emd"] = emd
+            total = total + self.emd_weight * emd
         out["loss"] = total
         return out
+
+    def _emd_loss(self, costs: dict) -> torch.Tensor:
+        """BERT-EMD: Σ_ij F_ij C_ij with F the transport plan between the layer weights for the (detached) costs;
+        in training, the layer weights are then updated from the transported costs (see ``mapping``)."""
+        from distiller_nlp.mapping import emd_flow, emd_update_weights
+
+        cost = torch.stack([torch.stack([costs[(s, t)].float() for t in self.emd_teacher_layers])
+                            for s in self.emd_student_layers])
+        c = cost.detach().double().cpu().numpy()
+        flow = emd_flow(self.emd_weights_s.cpu().numpy(), self.emd_weights_t.cpu().numpy(), c)
+        loss = (torch.from_numpy(flow).to(cost) * cost).sum()
+        if self.training:
+            w_s, w_t = emd_update_weights(self.emd_weights_s.cpu().numpy(), self.emd_weights_t.cpu().numpy(), flow,
+                                          c, self.emd_temperature)
+            self.emd_weights_s.copy_(torch.from_numpy(w_s))
+            self.emd_weights_t.copy_(torch.from_numpy(w_t))
+        return loss
 
 
 class TeacherRunner:

@@ -165,3 +165,56 @@ def teacher_init_layers(teacher_layers: int, student_layers: int) -> list[int]:
             "to initialise the student from teacher layers"
         )
     return [i * teacher_layers // student_layers for i in range(1, student_layers + 1)]
+
+
+# ------------------------------------------------------------------------------------------------ EMD mapping
+
+def emd_flow(weights_s, weights_t, cost):
+    """Earth mover's distance transport plan (BERT-EMD, Li et al. EMNLP 2020) between student and teacher layers.
+
+    ``weights_s`` (L_S,) and ``weights_t`` (L_T,) are distributions (non-negative, summing to 1); ``cost`` (L_S, L_T)
+    the per-pair distillation losses. Returns the flow F (L_S, L_T) minimising Σ F_ij C_ij subject to
+    Σ_j F_ij = w_S_i and Σ_i F_ij = w_T_j, F ≥ 0 (a small linear program, solved with SciPy's HiGHS).
+    """
+    import numpy as np
+    from scipy.optimize import linprog
+
+    ws = np.asarray(weights_s, dtype=np.float64)
+    wt = np.asarray(weights_t, dtype=np.float64)
+    c = np.asarray(cost, dtype=np.float64)
+    if c.shape != (len(ws), len(wt)):
+        raise DistillerError(f"emd_flow: cost shape {c.shape} does not match weights ({len(ws)}, {len(wt)})")
+    if not np.all(np.isfinite(c)):
+        raise DistillerError("emd_flow: the cost matrix has non-finite entries (a diverging intermediate loss)")
+    ws, wt = ws / ws.sum(), wt / wt.sum()
+    n, m = c.shape
+    a_eq = np.zeros((n + m, n * m))
+    for i in range(n):
+        a_eq[i, i * m:(i + 1) * m] = 1.0
+    for j in range(m):
+        a_eq[n + j, j::m] = 1.0
+    res = linprog(c.reshape(-1), A_eq=a_eq[:-1], b_eq=np.concatenate([ws, wt])[:-1], bounds=(0, None),
+                  method="highs")
+    if not res.success:  # pragma: no cover - a feasible bounded problem always solves
+        raise DistillerError(f"emd_flow: transport problem failed ({res.message})")
+    return np.clip(res.x.reshape(n, m), 0.0, None)
+
+
+def emd_update_weights(weights_s, weights_t, flow, cost, temperature: float = 1.0):
+    """New layer weights after a step [R: reconstruction of BERT-EMD's rule]: each layer's transport cost per unit
+    of weight, ``c̄_S_i = Σ_j F_ij C_ij / w_S_i`` (and likewise for teacher layers), mapped to
+    ``w = softmax(−c̄ / temperature)`` — layers that transfer cheaply gain weight. Both results are distributions."""
+    import numpy as np
+
+    ws = np.asarray(weights_s, dtype=np.float64)
+    wt = np.asarray(weights_t, dtype=np.float64)
+    moved = np.asarray(flow, dtype=np.float64) * np.asarray(cost, dtype=np.float64)
+    unit_s = moved.sum(1) / np.maximum(ws, 1e-12)
+    unit_t = moved.sum(0) / np.maximum(wt, 1e-12)
+
+    def softmax(x):
+        z = -x / float(temperature)
+        z = np.exp(z - z.max())
+        return z / z.sum()
+
+    return softmax(unit_s), softmax(unit_t)

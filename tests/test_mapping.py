@@ -93,3 +93,75 @@ def test_teacher_init_layers():
         teacher_init_layers(3, 4)
     with pytest.raises(DistillerError, match="student_layers"):
         teacher_init_layers(6, 0)
+
+
+# ------------------------------------------------------------------------------------------------ EMD
+
+
+def test_emd_flow_is_a_transport_plan_with_the_known_optimum():
+    import numpy as np
+
+    from distiller_nlp.mapping import emd_flow
+
+    # two student layers (1/2 each) to three teacher layers (1/3 each), cost |2i - j| on positions 0..2
+    ws, wt = np.array([0.5, 0.5]), np.full(3, 1 / 3)
+    cost = np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    f = emd_flow(ws, wt, cost)
+    np.testing.assert_allclose(f.sum(1), ws, atol=1e-9)
+    np.testing.assert_allclose(f.sum(0), wt, atol=1e-9)
+    # optimum by hand: each student layer sends 1/3 to its zero-cost teacher layer and 1/6 to the middle one
+    np.testing.assert_allclose(f, [[1 / 3, 1 / 6, 0], [0, 1 / 6, 1 / 3]], atol=1e-9)
+    assert float((f * cost).sum()) == pytest.approx(1 / 3)
+    with pytest.raises(DistillerError, match="non-finite"):
+        emd_flow(ws, wt, cost * np.nan)
+
+
+def test_emd_weight_update_is_a_distribution_favouring_cheap_layers():
+    import numpy as np
+
+    from distiller_nlp.mapping import emd_flow, emd_update_weights
+
+    ws, wt = np.full(2, 0.5), np.full(4, 0.25)
+    cost = np.array([[0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0]])
+    f = emd_flow(ws, wt, cost)
+    new_s, new_t = emd_update_weights(ws, wt, f, cost, temperature=1.0)
+    assert new_s.sum() == pytest.approx(1.0) and new_t.sum() == pytest.approx(1.0)
+    assert (new_s >= 0).all() and (new_t >= 0).all()
+    assert new_s[0] > new_s[1]  # student layer 0 transfers at a tenth of the cost
+
+
+def test_distill_module_with_emd_mapping():
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from distiller_nlp.config import KDConfig, MappingConfig
+    from distiller_nlp.distill import DistillModule, TeacherRunner, resolve_matches
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3,
+                                                       num_attention_heads=4, intermediate_size=64, num_labels=2))
+    student = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                                       num_attention_heads=2, intermediate_size=32, num_labels=2))
+    teacher.eval()
+    kd = KDConfig(pred_loss="kd", mapping=MappingConfig(strategy="emd", loss="hidden_mse",
+                                                        params={"emd_temperature": 0.5}))
+    matches = resolve_matches(kd, teacher.config, student.config)
+    assert sum(m.emd for m in matches) == 2 * 3 and [(m.layer_T, m.layer_S) for m in matches if not m.emd] == [(0, 0)]
+    module = DistillModule(student, kd, matches, teacher.config)
+    assert module.teacher_hidden_layers == [0, 1, 2, 3] and len(module.projections) == 3
+    batch = {"input_ids": torch.randint(0, 50, (4, 7)), "attention_mask": torch.ones(4, 7, dtype=torch.long),
+             "labels": torch.tensor([0, 1, 0, 1])}
+    with torch.no_grad():
+        batch = TeacherRunner(teacher, module)(batch)
+    out = module(batch)
+    assert torch.isfinite(out["loss"]) and out["emd"] > 0
+    out["loss"].backward()
+    assert student.bert.encoder.layer[1].output.dense.weight.grad.abs().sum() > 0
+    w_s, w_t = module.emd_weights_s, module.emd_weights_t
+    assert float(w_s.sum()) == pytest.approx(1.0) and float(w_t.sum()) == pytest.approx(1.0)
+    assert not torch.allclose(w_t, torch.full((3,), 1 / 3, dtype=torch.float64))  # updated after a training step
+    assert "emd_weights_s" in module.state_dict()  # checkpointed with the run
+    module.eval()
+    before = w_t.clone()
+    module(batch)
+    assert torch.equal(before, module.emd_weights_t)  # evaluation never changes the weights

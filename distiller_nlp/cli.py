@@ -74,6 +74,7 @@ DISTILL_FLAGS = {
                 "augmentation pipeline, comma-separated stages in order (e.g. random)"),
     "aug_p": ("augment.aug_p", float, "fraction of words an augmentation stage changes, in (0, 1]"),
     "aug_copies": ("augment.copies", int, "augmented copies per training example"),
+    "mixup": ("kd.mixup", bool, "MixUp on word embeddings (batch = originals + mixed copies)"),
 }
 
 

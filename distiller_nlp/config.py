@@ -125,6 +125,8 @@ class KDConfig:
     pred_loss_params: dict = field(default_factory=dict)
     intermediate: list[MatchConfig] = field(default_factory=list)
     mapping: Optional[MappingConfig] = None
+    mixup: bool = False  # MixUp on word embeddings: batch = originals + mixed copies (teacher labels both)
+    mixup_alpha: float = 0.4  # λ ~ Beta(mixup_alpha, mixup_alpha)
 
 
 @dataclass

@@ -150,6 +150,8 @@ class DistillModule(nn.Module):
             raise DistillerError(
                 f"kd.pred_loss '{kd.pred_loss}' needs class probabilities but the task is a regression: use logits_mse"
             )
+        if kd.mixup and kd.mixup_alpha <= 0:
+            raise DistillerError(f"kd.mixup_alpha must be positive, got {kd.mixup_alpha}")
         self._pred_fn = None if kd.pred_loss == "none" else get_loss(kd.pred_loss)
         self._hard_fn = get_loss("hard_ce")
         self._fns = {}
@@ -227,17 +229,25 @@ class DistillModule(nn.Module):
     def forward(self, batch: dict) -> dict:
         kd = self.kd
         labels = batch["labels"]
-        mask = batch.get("attention_mask")
+        mixed = "mix_lambda" in batch
+        inputs = mixup_inputs(self.student, batch) if mixed else model_inputs(batch)
+        mask = inputs.get("attention_mask")
         with FeatureCapture(self.student, hidden_layers=self.student_hidden_layers,
                             qkv_layers=self.student_qkv_layers) as cap:
-            logits = self.student(**model_inputs(batch)).logits
+            logits = self.student(**inputs).logits
         out = {}
         total = logits.new_zeros((), dtype=torch.float32)
         if self.needs_teacher_logits:
             pred = self._pred_loss(logits, batch["teacher_logits"].to(logits.dtype), labels)
             out[kd.pred_loss] = pred
             total = total + kd.kd_weight * pred
-        if kd.hard_label_weight:
+        if kd.hard_label_weight and mixed:
+            b, lam, perm = labels.shape[0], batch["mix_lambda"], batch["mix_perm"]
+            mixed_hard = lam * self._hard_fn(logits[b:], labels) + (1 - lam) * self._hard_fn(logits[b:], labels[perm])
+            hard = 0.5 * (self._hard_fn(logits[:b], labels) + mixed_hard)
+            out["hard_ce"] = hard
+            total = total + kd.hard_label_weight * hard
+        elif kd.hard_label_weight:
             hard = self._hard_fn(logits, labels)
             out["hard_ce"] = hard
             total = total + kd.hard_label_weight * hard
@@ -274,18 +284,46 @@ class DistillModule(nn.Module):
         return loss
 
 
+def mixup_inputs(model: nn.Module, batch: dict) -> dict:
+    """Model inputs for originals + MixUp copies (Distiller's MixUp, Zhang et al. 2018 on word embeddings).
+
+    ``inputs_embeds = [E(x); λ·E(x) + (1−λ)·E(x_π)]`` in the model's own word-embedding table, with ``λ =
+    batch["mix_lambda"]`` and ``π = batch["mix_perm"]``; the mixed rows attend to the union of both masks.
+    """
+    lam, perm = batch["mix_lambda"], batch["mix_perm"]
+    emb = model.get_input_embeddings()(batch["input_ids"])
+    out = {"inputs_embeds": torch.cat([emb, lam.to(emb.dtype) * emb + (1 - lam.to(emb.dtype)) * emb[perm]])}
+    mask = batch["attention_mask"]
+    out["attention_mask"] = torch.cat([mask, torch.maximum(mask, mask[perm])])
+    if "token_type_ids" in batch:
+        out["token_type_ids"] = torch.cat([batch["token_type_ids"], batch["token_type_ids"]])
+    return out
+
+
 class TeacherRunner:
-    """``prepare_batch`` for the engine: runs the teacher once per batch (no autograd) and adds its outputs."""
+    """``prepare_batch`` for the engine: runs the teacher once per batch (no autograd) and adds its outputs.
+
+    With MixUp it also draws ``λ ~ Beta(α, α)`` and an in-batch permutation (from the global RNG, which checkpoints
+    save and resume restores) and runs the teacher on originals + mixed copies.
+    """
 
     def __init__(self, teacher: nn.Module, module: DistillModule):
         self.teacher = teacher
         self.hidden_layers = module.teacher_hidden_layers
         self.qkv_layers = module.teacher_qkv_layers
+        self.mixup_alpha = module.kd.mixup_alpha if module.kd.mixup else None
 
     def __call__(self, batch: dict) -> dict:
-        with FeatureCapture(self.teacher, hidden_layers=self.hidden_layers, qkv_layers=self.qkv_layers) as cap:
-            logits = self.teacher(**model_inputs(batch)).logits
         batch = dict(batch)
+        if self.mixup_alpha:
+            alpha = torch.tensor(float(self.mixup_alpha))
+            batch["mix_lambda"] = torch.distributions.Beta(alpha, alpha).sample().to(batch["input_ids"].device)
+            batch["mix_perm"] = torch.randperm(batch["input_ids"].shape[0]).to(batch["input_ids"].device)
+            inputs = mixup_inputs(self.teacher, batch)
+        else:
+            inputs = model_inputs(batch)
+        with FeatureCapture(self.teacher, hidden_layers=self.hidden_layers, qkv_layers=self.qkv_layers) as cap:
+            logits = self.teacher(**inputs).logits
         batch["teacher_logits"] = logits
         batch["teacher_hidden"] = dict(cap.hidden)
         batch["teacher_qkv"] = dict(cap.qkv)
@@ -332,6 +370,8 @@ def _setup(cfg: DistillConfig):
                             seed=cfg.train.seed)
     matches = resolve_matches(cfg.kd, teacher.config, student.config, source="the KD config")
     module = DistillModule(student, cfg.kd, matches, teacher.config, is_regression=task.is_regression)
+    if cfg.kd.mixup and not module.needs_teacher:
+        raise DistillerError("kd.mixup needs a KD loss (the teacher labels the mixed examples): set kd.pred_loss")
     tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length)
     from distiller_nlp.teacher_cache import DTYPES
 
@@ -346,6 +386,8 @@ def _cache_problem(run) -> Optional[str]:
     """Why this pipeline cannot read the teacher from a cache (None if it can)."""
     if run.module.teacher_qkv_layers:
         return "attention_scores matches need the teacher's q/k, which are not cached"
+    if run.module.kd.mixup:
+        return "MixUp makes new teacher inputs every step"
     if getattr(run.tokenizer, "padding_side", "right") != "right":
         return "the tokenizer pads on the left"
     return None

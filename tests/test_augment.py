@@ -73,3 +73,69 @@ def test_distill_with_random_augmentation(tiny_teacher, sst2_dir, tmp_path, caps
     bad = tmp_path / "bad"
     assert main(args[:-6] + ["--augment", "random,nope", "--output-dir", str(bad)]) == 2
     assert "unknown augmentation stage 'nope'" in capsys.readouterr().err and not bad.exists()
+
+
+def _tiny_pair():
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                                       num_attention_heads=4, intermediate_size=64, num_labels=3))
+    student = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=32, num_labels=3))
+    return teacher.eval(), student
+
+
+def test_mixup_inputs_mix_embeddings_and_masks():
+    import torch
+
+    from distiller_nlp.distill import mixup_inputs
+
+    _, student = _tiny_pair()
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+    batch = {"input_ids": torch.randint(0, 50, (3, 4)), "attention_mask": mask,
+             "mix_lambda": torch.tensor(0.25), "mix_perm": torch.tensor([2, 0, 1])}
+    out = mixup_inputs(student, batch)
+    emb = student.get_input_embeddings()(batch["input_ids"])
+    torch.testing.assert_close(out["inputs_embeds"][:3], emb)
+    torch.testing.assert_close(out["inputs_embeds"][3:], 0.25 * emb + 0.75 * emb[[2, 0, 1]])
+    assert out["attention_mask"][3:].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]]  # union with row π(i)
+
+
+def test_mixup_step_labels_both_halves():
+    import torch
+    import torch.nn.functional as F
+
+    from distiller_nlp.config import KDConfig
+    from distiller_nlp.distill import DistillModule, TeacherRunner, mixup_inputs, resolve_matches
+
+    teacher, student = _tiny_pair()
+    kd = KDConfig(pred_loss="kd", hard_label_weight=1.0, mixup=True)
+    module = DistillModule(student, kd, resolve_matches(kd, teacher.config, student.config), teacher.config)
+    batch = {"input_ids": torch.randint(0, 50, (4, 6)), "attention_mask": torch.ones(4, 6, dtype=torch.long),
+             "labels": torch.tensor([0, 1, 2, 1])}
+    torch.manual_seed(5)
+    with torch.no_grad():
+        prepared = TeacherRunner(teacher, module)(batch)
+    assert prepared["teacher_logits"].shape == (8, 3) and 0 <= float(prepared["mix_lambda"]) <= 1
+    module.eval()
+    with torch.no_grad():
+        out = module(prepared)
+        logits = student(**mixup_inputs(student, prepared)).logits
+    y, lam, perm = batch["labels"], prepared["mix_lambda"], prepared["mix_perm"]
+    expected = 0.5 * (F.cross_entropy(logits[:4], y)
+                      + lam * F.cross_entropy(logits[4:], y) + (1 - lam) * F.cross_entropy(logits[4:], y[perm]))
+    assert float(out["hard_ce"]) == pytest.approx(float(expected), rel=1e-5)
+    assert torch.isfinite(out["loss"])
+
+
+def test_distill_cli_with_mixup_refuses_a_cache(tiny_teacher, sst2_dir, tmp_path, capsys):
+    args = ["distill", "--teacher", tiny_teacher, "--task", "sst2", "--data-dir", sst2_dir, "--student-shape",
+            "layers=1,hidden=16,heads=2,intermediate=32", "--max-steps", "2", "--precision", "no", "--report-to",
+            "none", "--max-length", "16", "--mixup", "--hard-label-weight", "1"]
+    assert main(args + ["--output-dir", str(tmp_path / "a"), "--teacher-cache", "auto"]) == 0  # auto: live teacher
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["teacher_cached"] is False
+    capsys.readouterr()
+    assert main(args + ["--output-dir", str(tmp_path / "b"), "--teacher-cache", str(tmp_path)]) == 2
+    assert "MixUp" in capsys.readouterr().err

@@ -1,1 +1,16 @@
-"""vision_kd: image-classification KD methods on the shared loss core (work in progress)."""
+"""vision_kd: image-classification (and landmark-regression) KD methods on the shared loss core.
+
+Methods (``vision_kd.methods``): ``ce``, ``kd``, ``dkd``, ``nkd``, ``uskd``, ``bdkd``, ``lwkd``, ``landmark_kd``; models
+(``vision_kd.models``), data (``vision_kd.data``), the run function :func:`vision_kd.train.train_vision` and the
+``vision-kd`` command line (``vision_kd.cli``). Importing this package is light (torch only, lazily).
+"""
+
+__all__ = ["train_vision"]
+
+
+def __getattr__(name):
+    if name == "train_vision":
+        from vision_kd.train import train_vision
+
+        return train_vision
+    raise AttributeError(name)

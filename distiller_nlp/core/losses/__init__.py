@@ -18,6 +18,11 @@ name                 object                                       paper
 ``attention_score``  :func:`attention_score_loss`                 TinyBERT (mse) / MiniLM (kl)
 ``relation``         :func:`qkv_relation_loss`                    MiniLMv2 / AutoDistil
 ``mi_alpha``         :class:`MIAlphaLoss` (nn.Module, stateful)   Distiller MI-α, Poole et al. 2019 bounds
+``bdkd``             :func:`balanced_kl_loss`                     BD-KD, Amara et al. 2022 (reconstructed)
+``uskd``             :func:`uskd_loss`                            USKD, Yang et al. ICCV 2023
+``aloss``            :func:`assistive_loss`                       Fard & Mahoor 2022 (landmark KD-Loss)
+``landmark_main``    :func:`landmark_main_loss`                   Fard & Mahoor 2022
+``landmark_kd``      :func:`landmark_kd_loss`                     Fard & Mahoor 2022
 ===================  ===========================================  ==========================================
 
 ``get_loss(name)`` returns the function, or the module class for stateful losses; users add their own with
@@ -25,7 +30,21 @@ name                 object                                       paper
 """
 
 from .registry import get_loss, is_stateful, list_losses, register_loss, unregister_loss
-from .logits import dkd_loss, dkd_terms, hard_ce_loss, kd_loss, logits_mse_loss, nkd_loss, soft_ce_loss
+from .logits import (
+    balanced_kl_loss,
+    dkd_loss,
+    dkd_terms,
+    entropy_gap_weights,
+    hard_ce_loss,
+    kd_loss,
+    logits_mse_loss,
+    nkd_loss,
+    soft_ce_loss,
+    uskd_loss,
+    uskd_terms,
+    zipf_soft_labels,
+)
+from .regression import assist_weights, assistive_loss, landmark_kd_loss, landmark_main_loss
 from .features import (
     attention_score_loss,
     cosine_loss,
@@ -63,6 +82,16 @@ __all__ = [
     "nkd_loss",
     "dkd_loss",
     "dkd_terms",
+    "entropy_gap_weights",
+    "balanced_kl_loss",
+    "zipf_soft_labels",
+    "uskd_terms",
+    "uskd_loss",
+    # regression (landmark KD-Loss)
+    "assist_weights",
+    "assistive_loss",
+    "landmark_main_loss",
+    "landmark_kd_loss",
     # features
     "hidden_mse_loss",
     "hidden_ce_loss",

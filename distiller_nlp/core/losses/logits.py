@@ -257,6 +257,150 @@ def dkd_loss(
     return float(alpha) * tau2 * tckd.mean() + float(beta) * tau2 * nckd.mean()
 
 
+
+# ------------------------------------------------------------------------------ BD-KD: balanced forward/reverse KL
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    log_p = F.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def entropy_gap_weights(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    rule: str = "sigmoid",
+    sharpness: float = 1.0,
+) -> torch.Tensor:
+    """Per-sample weight ``λ_r ∈ [0, 1]`` of the reverse KL in BD-KD (``λ_f = 1 − λ_r``), detached.
+
+    ``ΔH = H(p_s^τ) − H(p_t^τ)`` (entropy gap). A student flatter than its teacher (ΔH > 0) leans on the
+    mode-seeking reverse KL(p_s‖p_t), which sharpens it; a student more confident than its teacher (ΔH < 0) leans on
+    the mass-covering forward KL(p_t‖p_s), which softens it (calibration). Rules:
+    ``sigmoid``: ``λ_r = σ(sharpness·ΔH)``; ``hard``: ``λ_r = 1[ΔH > 0]``; ``forward``/``reverse``: λ_r = 0 / 1.
+    This rule is a reconstruction from the BD-KD abstract (Amara et al., arXiv 2212.12965), not the paper's code.
+    """
+    temperature = _check_temperature(temperature)
+    _check_pair(student_logits, teacher_logits)
+    with torch.no_grad():
+        gap = _entropy(_flat(student_logits) / temperature) - _entropy(_flat(teacher_logits) / temperature)
+        if rule == "sigmoid":
+            w = torch.sigmoid(float(sharpness) * gap)
+        elif rule == "hard":
+            w = (gap > 0).float()
+        elif rule == "forward":
+            w = torch.zeros_like(gap)
+        elif rule == "reverse":
+            w = torch.ones_like(gap)
+        else:
+            raise DistillerError(f"BD-KD weighting rule must be sigmoid, hard, forward or reverse, got {rule!r}")
+    return w.reshape(student_logits.shape[:-1])
+
+
+@register_loss("bdkd")
+def balanced_kl_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    rule: str = "sigmoid",
+    sharpness: float = 1.0,
+) -> torch.Tensor:
+    """Balanced divergences (BD-KD, Amara et al. 2022, "BD-KD: Balancing the Divergences for Online Knowledge
+    Distillation"): ``L = τ²·mean_n[(1 − λ_r,n)·KL(p_t‖p_s)_n + λ_r,n·KL(p_s‖p_t)_n]`` with ``λ_r`` from
+    :func:`entropy_gap_weights`. Gradients reach both logits; detach the side you do not train.
+    """
+    w = entropy_gap_weights(student_logits, teacher_logits, temperature, rule, sharpness).reshape(-1)
+    forward = kd_loss(student_logits, teacher_logits, temperature, reduction="none").reshape(-1)
+    reverse = kd_loss(teacher_logits, student_logits, temperature, reduction="none").reshape(-1)
+    return ((1 - w) * forward + w * reverse).mean()
+
+
+# ------------------------------------------------------------------------------ USKD: self-KD with custom soft labels
+
+def zipf_soft_labels(
+    student_logits: torch.Tensor,
+    weak_logits: torch.Tensor,
+    labels: torch.Tensor,
+    rank_on: str = "official",
+) -> torch.Tensor:
+    """USKD's non-target soft labels (Yang et al., ICCV 2023): rank the classes by a score, give the class at rank r
+    (1-based, all C classes ranked) the Zipf weight 1/r, drop the target and renormalise over the C−1 non-targets.
+    Returns (N, C−1), detached, rows summing to 1, columns in the original class order with the target removed.
+
+    Score of class i for sample n (``w`` = softmax of the weak head, ``s`` = softmax of the student):
+    - ``rank_on="official"``: ``w_i/(1−w_t) + ℓ_i/(1−ℓ_t)`` with ``ℓ = log s``, exactly what the official code computes
+      (its variable holding the student's probabilities is overwritten by ``log_softmax`` before the ranking line, so
+      probabilities and log-probabilities are added; the log term spans many nats and mostly decides the order,
+      the weak head breaks near-ties);
+    - ``rank_on="prob"``: ``w_i/(1−w_t) + s_i/(1−s_t)``, the formula as written in the paper (both normalised
+      non-target probabilities).
+    """
+    _check_pair(student_logits, weak_logits)
+    y = _target_labels(labels, student_logits)
+    with torch.no_grad():
+        s, w = _flat(student_logits), _flat(weak_logits)
+        p_w = F.softmax(w, dim=-1)
+        w_t = p_w.gather(1, y[:, None])
+        if rank_on == "official":
+            ls = F.log_softmax(s, dim=-1)
+            score = p_w / (1 - w_t).clamp_min(1e-12) + ls / (1 - ls.gather(1, y[:, None]))
+        elif rank_on == "prob":
+            ps = F.softmax(s, dim=-1)
+            score = p_w / (1 - w_t).clamp_min(1e-12) + ps / (1 - ps.gather(1, y[:, None])).clamp_min(1e-12)
+        else:
+            raise DistillerError(f"USKD rank_on must be 'official' or 'prob', got {rank_on!r}")
+        rank = score.argsort(dim=-1, descending=True).argsort(dim=-1) + 1  # 1 = highest score
+        zipf = 1.0 / rank.float()
+        _, non = _split_target(zipf, y)
+        return non / non.sum(-1, keepdim=True)
+
+
+def uskd_terms(
+    student_logits: torch.Tensor,
+    weak_logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.1,
+    rank_on: str = "official",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three USKD terms (batch means), without their weights: ``(L_t, L_non, L_weak)``.
+
+    - ``L_t = −mean_n p_t,n · log softmax(z)_y`` with ``p_t = s_t² + 1 − mean_batch(s_t²)``, detached (soft target);
+    - ``L_non = −mean_n Σ_{i≠y} Z_i · log N(z)_i`` with Zipf labels ``Z`` from :func:`zipf_soft_labels`;
+    - ``L_weak = CE((1−ε)·onehot + ε/C, z_weak)``, the weak classifier on an intermediate feature.
+    """
+    _check_pair(student_logits, weak_logits)
+    y = _target_labels(labels, student_logits)
+    s, w = _flat(student_logits), _flat(weak_logits)
+    log_s = F.log_softmax(s, dim=-1)
+    log_s_t = log_s.gather(1, y[:, None]).squeeze(1)
+    with torch.no_grad():
+        sq = log_s_t.exp() ** 2
+        p_t = sq + 1 - sq.mean()
+    l_t = -(p_t * log_s_t).mean()
+    z = zipf_soft_labels(s, w, y, rank_on=rank_on)
+    _, s_non = _split_target(s, y)
+    l_non = -(z * F.log_softmax(s_non, dim=-1)).sum(-1).mean()
+    l_weak = F.cross_entropy(w, y, label_smoothing=float(label_smoothing))
+    return l_t, l_non, l_weak
+
+
+@register_loss("uskd")
+def uskd_loss(
+    student_logits: torch.Tensor,
+    weak_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 0.1,
+    mu: float = 0.005,
+    label_smoothing: float = 0.1,
+    rank_on: str = "official",
+) -> torch.Tensor:
+    """Universal Self-KD (Yang, Zeng, Yuan & Li, ICCV 2023), teacher-free: ``α·L_t + β·L_non + μ·L_weak``
+    (see :func:`uskd_terms`; ImageNet α=1, β=0.1, μ=0.005; CIFAR α=0.1, β=0.1, μ=0.1). Add the plain CE yourself."""
+    l_t, l_non, l_weak = uskd_terms(student_logits, weak_logits, labels, label_smoothing, rank_on)
+    return float(alpha) * l_t + float(beta) * l_non + float(mu) * l_weak
+
+
 __all__ = [
     "kd_loss",
     "soft_ce_loss",
@@ -265,4 +409,9 @@ __all__ = [
     "nkd_loss",
     "dkd_loss",
     "dkd_terms",
+    "entropy_gap_weights",
+    "balanced_kl_loss",
+    "zipf_soft_labels",
+    "uskd_terms",
+    "uskd_loss",
 ]

@@ -25,7 +25,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 from distiller_nlp.errors import DistillerError
 
@@ -78,7 +78,8 @@ DISTILL_FLAGS = {
 }
 
 
-def _add_flags(p: argparse.ArgumentParser, flags: dict) -> None:
+def add_flags(p: argparse.ArgumentParser, flags: dict) -> None:
+    """Add ``--flag`` options from a table ``{dest: (dotted config key, type, help)}`` (bool → store_const True)."""
     for dest, (_, typ, help_) in flags.items():
         if typ is bool:
             p.add_argument("--" + dest.replace("_", "-"), dest=dest, action="store_const", const=True, default=None,
@@ -112,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="encoder checkpoint: directory, 'minilm' (default) or Hub name")
     _add_common(p)
     _add_output(p)
-    _add_flags(p, DATA_FLAGS)
-    _add_flags(p, TRAIN_FLAGS)
+    add_flags(p, DATA_FLAGS)
+    add_flags(p, TRAIN_FLAGS)
 
     for name, help_ in (("distill", "distil a fine-tuned teacher into a student"),
                         ("run", "run a distillation recipe (YAML)"),
@@ -125,9 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             _add_common(p)
         _add_output(p)
-        _add_flags(p, DATA_FLAGS)
-        _add_flags(p, DISTILL_FLAGS)
-        _add_flags(p, TRAIN_FLAGS)
+        add_flags(p, DATA_FLAGS)
+        add_flags(p, DISTILL_FLAGS)
+        add_flags(p, TRAIN_FLAGS)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a task; writes DIR/metrics.json")
     p.add_argument("--model", required=True, help="model directory or name")
@@ -135,16 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--output-dir", default=None, help="write metrics.json here (optional)")
     p.add_argument("--overwrite", action="store_true")
-    _add_flags(p, DATA_FLAGS)
-    _add_flags(p, {k: TRAIN_FLAGS[k] for k in ("eval_batch_size", "max_length", "precision", "seed")})
+    add_flags(p, DATA_FLAGS)
+    add_flags(p, {k: TRAIN_FLAGS[k] for k in ("eval_batch_size", "max_length", "precision", "seed")})
 
     p = sub.add_parser("predict", help="write predictions of a saved model for one split (TSV)")
     p.add_argument("--model", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--output", required=True, help="TSV file to write")
     _add_common(p)
-    _add_flags(p, DATA_FLAGS)
-    _add_flags(p, {k: TRAIN_FLAGS[k] for k in ("eval_batch_size", "max_length", "seed")})
+    add_flags(p, DATA_FLAGS)
+    add_flags(p, {k: TRAIN_FLAGS[k] for k in ("eval_batch_size", "max_length", "seed")})
 
     p = sub.add_parser("demo", help="the offline demo: teacher, TF-IDF baseline, students with and without KD")
     p.add_argument("--output-dir", default="runs/demo", help="workspace; finished runs are reused, cut ones resumed")
@@ -179,7 +180,8 @@ def _overrides(args: argparse.Namespace, *tables: dict) -> dict:
     return out
 
 
-def _print_metrics(metrics: dict) -> None:
+def print_metrics(metrics: dict) -> None:
+    """Print the headline metrics of a run (``eval_*``, ``test_*``, time, throughput), one per line."""
     keys = [k for k in metrics if k.startswith(("eval_", "test_", "validation_")) and not k.endswith("_examples")]
     keys += [k for k in ("train_runtime_s", "examples_per_s", "flops_ratio") if k in metrics]
     for k in keys:
@@ -187,7 +189,8 @@ def _print_metrics(metrics: dict) -> None:
         print(f"  {k:32s} {v:.4f}" if isinstance(v, float) else f"  {k:32s} {v}")
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
+    """True in a single process and on rank 0 of ``accelerate launch`` / ``torchrun``."""
     return os.environ.get("RANK", "0") in ("0", "") and os.environ.get("LOCAL_RANK", "0") in ("0", "")
 
 
@@ -204,9 +207,9 @@ def run_command(args: argparse.Namespace) -> int:
             ov["output_dir"] = args.output_dir
         cfg = load_config(FinetuneConfig, args.config, ov, args.set)
         metrics = finetune_teacher(cfg, resume=args.resume, overwrite=args.overwrite)
-        if _is_main_process():
+        if is_main_process():
             print(f"fine-tuned teacher written to {cfg.output_dir}")
-            _print_metrics(metrics)
+            print_metrics(metrics)
         return 0
 
     if args.command == "cache-teacher":
@@ -232,9 +235,9 @@ def run_command(args: argparse.Namespace) -> int:
         path = args.recipe if args.command == "run" else args.config
         cfg = load_config(DistillConfig, path, ov, args.set)
         metrics = distill(cfg, resume=args.resume, overwrite=args.overwrite)
-        if _is_main_process():
+        if is_main_process():
             print(f"student written to {cfg.output_dir}")
-            _print_metrics(metrics)
+            print_metrics(metrics)
         return 0
 
     if args.command == "evaluate":
@@ -248,8 +251,8 @@ def run_command(args: argparse.Namespace) -> int:
         train = load_config(TrainArgs, None, {k[6:]: v for k, v in ov.items() if k.startswith("train.")})
         metrics = evaluate_model(args.model, data, train, output_dir=args.output_dir, splits=args.split,
                                  overwrite=args.overwrite, trust_remote_code=bool(args.trust_remote_code))
-        if _is_main_process():
-            _print_metrics(metrics)
+        if is_main_process():
+            print_metrics(metrics)
         return 0
 
     if args.command == "predict":
@@ -293,9 +296,10 @@ def run_command(args: argparse.Namespace) -> int:
     raise DistillerError(f"unknown command {args.command}")
 
 
-def main(argv: Optional[list] = None) -> int:
-    """Entry point of the ``distiller-nlp`` console script; returns the exit status (2 on bad input)."""
-    parser = build_parser()
+def cli_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
+             argv: Optional[list] = None) -> int:
+    """The shared entry point of the toolkit's CLIs: parse, quiet library chatter unless ``--verbose``, run; a
+    :class:`DistillerError` prints one line ``error: ...`` to stderr and returns its exit code (2)."""
     args = parser.parse_args(argv)
     from distiller_nlp.runs import setup_logging
 
@@ -312,10 +316,19 @@ def main(argv: Optional[list] = None) -> int:
         except ImportError:  # pragma: no cover
             pass
     try:
-        return run_command(args)
+        return run(args)
     except DistillerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Entry point of the ``distiller-nlp`` console script; returns the exit status (2 on bad input)."""
+    return cli_main(build_parser(), run_command, argv)
+
+
+# kept for callers written against the first layout
+_add_flags, _print_metrics, _is_main_process = add_flags, print_metrics, is_main_process
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -237,3 +237,9 @@ def test_accelerate_launch_two_processes(tiny_teacher, tmp_path):
     assert main(["evaluate", "--model", str(out), "--task", "sst2", "--data-dir", data, "--precision", "no",
                  "--max-length", "16", "--output-dir", str(ev)]) == 0
     assert read_metrics(ev)["eval_accuracy"] == pytest.approx(m["eval_accuracy"], abs=1e-9)
+
+
+def test_hidden_matches_reject_losses_of_other_inputs(tiny_teacher, sst2_dir, tmp_path, capsys):
+    for loss in ("bdkd", "relation", "kd"):
+        code = main(distill_args(tiny_teacher, sst2_dir, tmp_path / loss, "--mapping", "skip", "--inter-loss", loss))
+        assert code == 2 and "does not apply to hidden states" in capsys.readouterr().err

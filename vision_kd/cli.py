@@ -26,8 +26,7 @@ import sys
 from typing import Optional
 
 from distiller_nlp.cli import TRAIN_FLAGS as NLP_TRAIN_FLAGS
-from distiller_nlp.cli import _add_flags, _is_main_process, _print_metrics  # the same flag conventions as distiller-nlp
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.cli import add_flags, cli_main, is_main_process, print_metrics  # distiller-nlp's conventions
 
 # flag dest -> (dotted config key, type, help)
 RUN_FLAGS = {
@@ -64,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
     p.add_argument("--cpu", action="store_true", default=None, help="run on CPU even if a GPU is present")
     p.add_argument("--verbose", action="store_true", help="info-level logging")
-    _add_flags(p, RUN_FLAGS)
-    _add_flags(p, TRAIN_FLAGS)
+    add_flags(p, RUN_FLAGS)
+    add_flags(p, TRAIN_FLAGS)
     sub.add_parser("list", help="list methods and architectures")
     return parser
 
@@ -102,24 +101,16 @@ def run_command(args: argparse.Namespace) -> int:
     cfg = load_config(VisionConfig, args.config, _overrides(args), args.set)
     metrics = train_vision(cfg, resume=args.resume, overwrite=args.overwrite,
                            source=args.config or "command-line flags")
-    if _is_main_process():
+    if is_main_process():
         print(f"{cfg.method} model written to {cfg.output_dir}")
-        _print_metrics(metrics)  # the same summary lines as distiller-nlp
+        print_metrics(metrics)  # the same summary lines as distiller-nlp
         print(f"  {'seconds_per_epoch':32s} {metrics['seconds_per_epoch']:.4f}")
     return 0
 
 
 def main(argv: Optional[list] = None) -> int:
     """Entry point of the ``vision-kd`` console script; returns the exit status (2 on bad input)."""
-    args = build_parser().parse_args(argv)
-    from distiller_nlp.runs import setup_logging
-
-    setup_logging(getattr(args, "verbose", False))
-    try:
-        return run_command(args)
-    except DistillerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return cli_main(build_parser(), run_command, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

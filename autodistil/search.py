@@ -1,0 +1,345 @@
+"""Student search under a FLOPs budget, scoring subnets inherited from trained SuperLMs (no retraining).
+
+``task-agnostic`` score (the default, AutoDistil's fully task-agnostic search): the held-out MiniLMv2 relation loss
+of the subnet against the teacher on unlabelled text (lower is better). ``task-proxy``: minus the validation metric
+of the inherited subnet after a short fine-tune on k labelled examples per class of a target task. The teacher's q/k/v of the held-out batches
+are computed once and reused for every candidate. Candidates come from every given SuperLM; those whose FLOPs
+(2 × multiply-adds, encoder, one sequence of ``max_length`` tokens) exceed the budget are never scored. Up to
+``max_evals`` fitting candidates per SuperLM are scored exhaustively; larger spaces are searched with Optuna's TPE
+sampler for ``max_evals`` trials.
+
+Writes ``candidates.csv`` (every candidate with FLOPs, params, whether it fits, score if scored), ``pareto.png``
+(FLOPs vs score, Pareto front, budget), ``student/`` (the chosen subnet extracted; loads with ``from_pretrained``)
+and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from distiller_nlp.errors import DistillerError
+
+from .config import SearchConfig
+from .space import Arch, SubSpace
+from .superlm import SUPERLM_FILE, load_superlm
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Candidate", "find_superlms", "search", "pareto_front", "HeldOutScorer"]
+
+
+@dataclass
+class Candidate:
+    superlm: str
+    subspace: str
+    arch: Arch
+    flops: int
+    params: int
+    fits: bool
+    score: Optional[float] = None
+
+    def row(self) -> dict:
+        a = self.arch
+        return {"superlm": self.superlm, "subspace": self.subspace, "layers": a.layers, "hidden": a.hidden,
+                "heads": a.heads, "mlp_ratio": a.mlp_ratio, "head_dim": a.head_dim, "intermediate": a.intermediate,
+                "plain_bert": a.is_plain_bert, "flops": self.flops, "params": self.params,
+                "fits_budget": self.fits, "score": "" if self.score is None else f"{self.score:.6g}"}
+
+
+def find_superlms(paths: list[str]) -> list[str]:
+    """SuperLM directories: each path is one (has ``superlm.json``) or holds SuperLMs in its sub-directories."""
+    out: list[str] = []
+    for path in paths:
+        if os.path.isfile(os.path.join(path, SUPERLM_FILE)):
+            out.append(path)
+            continue
+        if not os.path.isdir(path):
+            raise DistillerError(f"--superlm {path}: no such directory")
+        subs = sorted(os.path.join(path, d) for d in os.listdir(path)
+                      if os.path.isfile(os.path.join(path, d, SUPERLM_FILE)))
+        if not subs:
+            raise DistillerError(f"--superlm {path} holds no SuperLM ({SUPERLM_FILE} missing; train one with "
+                                 "`autodistil train-superlm`)")
+        out += subs
+    return out
+
+
+def _read_meta(path: str) -> dict:
+    with open(os.path.join(path, SUPERLM_FILE), encoding="utf-8") as fh:
+        meta = json.load(fh)
+    if not meta.get("space"):
+        raise DistillerError(f"SuperLM {path} records no sub-space in {SUPERLM_FILE}")
+    return meta
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated in (FLOPs, score), both minimised; sorted by FLOPs."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best = [], math.inf
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+class HeldOutScorer:
+    """Mean relation loss of a SuperLM's active subnet over fixed held-out batches (teacher q/k/v cached once)."""
+
+    def __init__(self, teacher, batches: list[dict], teacher_layer: int, relation_heads: int, kind: str,
+                 autocast_bf16: bool = False):
+        from .objective import TeacherFeatures
+
+        self.batches = batches
+        self.relation_heads = relation_heads
+        self.kind = kind
+        self.autocast_bf16 = autocast_bf16
+        features = TeacherFeatures(teacher, teacher_layer)
+        self.teacher_layer = features.layer
+        with torch.no_grad(), self._autocast():
+            self.teacher_qkv = [features(b) for b in batches]
+
+    def _autocast(self):
+        if self.autocast_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def __call__(self, superlm, arch: Arch) -> float:
+        from .objective import subnet_relation_loss
+
+        superlm.set_active(arch)
+        total, n = 0.0, 0
+        with self._autocast():
+            for batch, tq in zip(self.batches, self.teacher_qkv):
+                size = int(batch["input_ids"].shape[0])
+                loss = subnet_relation_loss(superlm, batch, tq, self.relation_heads, self.kind)
+                total += float(loss) * size
+                n += size
+        return total / max(1, n)
+
+
+class TaskProxyScorer:
+    """Negative validation metric after a short fine-tune of the inherited subnet on k examples per class (the
+    shared engine, no checkpoints); lower is better like the task-agnostic score."""
+
+    def __init__(self, proxy, tokenizer, max_length: int, seed: int, work_dir: str):
+        import numpy as np
+
+        from distiller_nlp.data import load_task_data, make_collator, tokenize_dataset
+        from distiller_nlp.runs import task_metric_fn
+
+        ds, spec = load_task_data(proxy.task, data_dir=proxy.data_dir or None, seed=seed,
+                                  max_eval_examples=proxy.eval_examples)
+        if spec.is_regression:
+            raise DistillerError(f"task-proxy scoring needs a classification task, '{proxy.task}' is a regression")
+        labels = np.asarray(ds[spec.train_split]["label"])
+        rng = np.random.default_rng(seed)
+        picked = []
+        for c in range(spec.num_labels):
+            idx = np.flatnonzero(labels == c)
+            picked += rng.choice(idx, size=min(proxy.k, len(idx)), replace=False).tolist()
+        self.train = tokenize_dataset(ds[spec.train_split].select(sorted(picked)), tokenizer, max_length)
+        self.eval = tokenize_dataset(ds[spec.validation_split], tokenizer, max_length)
+        self.collate = make_collator(tokenizer)
+        self.metrics = task_metric_fn(spec)
+        self.spec = spec
+        self.proxy = proxy
+        self.seed = seed
+        self.work_dir = work_dir
+
+    def __call__(self, superlm, arch: Arch) -> float:
+        import shutil
+
+        from distiller_nlp.config import TrainArgs
+        from distiller_nlp.core.engine import Engine
+        from distiller_nlp.teacher import SupervisedModule
+
+        torch.manual_seed(self.seed)
+        model = superlm.extract(arch, num_labels=self.spec.num_labels).train()
+        steps = self.proxy.steps
+        args = TrainArgs(max_steps=steps, batch_size=self.proxy.batch_size, eval_batch_size=64, lr=self.proxy.lr,
+                         warmup_ratio=0.0, precision="no", seed=self.seed, eval_steps=steps, save_steps=10 * steps,
+                         logging_steps=steps, report_to="none")
+        run_dir = os.path.join(self.work_dir, "proxy-run")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        engine = Engine(args, run_dir, SupervisedModule(model), self.train, self.collate,
+                        eval_datasets={"validation": self.eval}, compute_metrics=self.metrics,
+                        main_metric=self.spec.main_metric, run_name="task-proxy")
+        value = float(engine.train().metrics[f"eval_{self.spec.main_metric}"])
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return -value
+
+
+def _optuna_search(space: SubSpace, fits: dict, score_fn, n_trials: int, seed: int) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    seen: dict = {}
+
+    def objective(trial):
+        arch = Arch(trial.suggest_categorical("layers", list(space.layers)),
+                    trial.suggest_categorical("hidden", list(space.hidden)),
+                    trial.suggest_categorical("heads", list(space.heads)),
+                    trial.suggest_categorical("mlp_ratio", list(space.mlp_ratio)), space.head_dim)
+        if arch not in fits:
+            raise optuna.TrialPruned()
+        if arch not in seen:
+            seen[arch] = score_fn(arch)
+        return seen[arch]
+
+    study.optimize(objective, n_trials=n_trials)
+
+
+def _plot(path: str, candidates: list[Candidate], budget: float, chosen: Candidate) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [c for c in candidates if c.score is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in sorted({c.subspace for c in scored}):
+        pts = [c for c in scored if c.subspace == name]
+        ax.scatter([c.flops / 1e9 for c in pts], [c.score for c in pts], s=10, alpha=0.6, label=name)
+    front = [scored[i] for i in pareto_front([(c.flops, c.score) for c in scored])]
+    ax.plot([c.flops / 1e9 for c in front], [c.score for c in front], "k-", lw=1, label="Pareto front")
+    ax.axvline(budget / 1e9, color="r", ls="--", lw=1, label="budget")
+    ax.scatter([chosen.flops / 1e9], [chosen.score], marker="*", s=200, color="gold", edgecolor="k", zorder=5,
+               label="chosen")
+    ax.set_xlabel("encoder GFLOPs per sequence (2 x multiply-adds)")
+    ax.set_ylabel("score (lower is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _write_csv(path: str, candidates: list[Candidate]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    rows = [c.row() for c in candidates]
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
+    """Run the search described by ``cfg`` (see the module docstring); returns the metrics written to
+    ``metrics.json`` (chosen arch, its FLOPs/params/score, budget, teacher FLOPs, candidate counts, runtime)."""
+    from transformers import AutoConfig, AutoModel
+
+    from distiller_nlp.core.engine import resolve_precision
+    from distiller_nlp.core.flops import encoder_flops_from_config
+    from distiller_nlp.data import make_collator
+    from distiller_nlp.models import _quiet_transformers, load_tokenizer, resolve_model_path, save_student
+    from distiller_nlp.runs import check_output_dir, create_output_dir, write_json_atomic
+
+    from .data import load_texts, tokenized_texts
+
+    t_start = time.perf_counter()
+    cfg.validate()
+    check_output_dir(cfg.output_dir, overwrite=overwrite)
+    dirs = find_superlms(cfg.superlm)
+    metas = {d: _read_meta(d) for d in dirs}
+    teachers = {m.get("teacher") for m in metas.values()}
+    if len(teachers) != 1 or None in teachers:
+        raise DistillerError(f"the SuperLMs were trained from different teachers ({', '.join(map(str, teachers))}); "
+                             "search one teacher's SuperLMs at a time")
+    teacher_path = resolve_model_path(teachers.pop())
+    tconfig = AutoConfig.from_pretrained(teacher_path)
+    teacher_flops = encoder_flops_from_config(tconfig, cfg.max_length)
+    budget = cfg.budget if cfg.budget > 0 else cfg.budget_ratio * teacher_flops
+
+    spaces: dict[str, SubSpace] = {}
+    candidates: list[Candidate] = []
+    for d in dirs:
+        space = SubSpace.from_dict(metas[d]["space"], source=os.path.join(d, SUPERLM_FILE))
+        if cfg.plain_bert:
+            space = space.restrict_plain_bert()
+        spaces[d] = space
+        for arch in space:
+            flops = arch.flops(cfg.max_length)
+            params = arch.params(tconfig.vocab_size, tconfig.max_position_embeddings, tconfig.type_vocab_size)
+            candidates.append(Candidate(d, space.name, arch, flops, params, flops <= budget))
+    if not any(c.fits for c in candidates):
+        small = min(candidates, key=lambda c: c.flops)
+        raise DistillerError(
+            f"no candidate fits the budget of {budget:,.0f} FLOPs at {cfg.max_length} tokens: the smallest candidate "
+            f"({small.subspace}: {small.arch}) needs {small.flops:,} FLOPs"
+        )
+
+    # all input validated: now load, score and write
+    tokenizer = load_tokenizer(teacher_path)
+    texts = load_texts(cfg.data, "heldout", cfg.data.heldout_examples, cfg.seed)
+    create_output_dir(cfg.output_dir, overwrite=overwrite)
+    ds = tokenized_texts(texts, tokenizer, cfg.max_length)
+    collate = make_collator(tokenizer)
+    batches = [collate([ds[j] for j in range(i, min(i + cfg.batch_size, len(ds)))])
+               for i in range(0, len(ds), cfg.batch_size)]
+    bf16 = resolve_precision(cfg.precision, cpu=True) == "bf16"
+    if cfg.score == "task-proxy":
+        scorer = TaskProxyScorer(cfg.proxy, tokenizer, cfg.max_length, cfg.seed, cfg.output_dir)
+    else:
+        with _quiet_transformers():
+            teacher = AutoModel.from_pretrained(teacher_path).eval()
+        scorer = HeldOutScorer(teacher, batches, cfg.objective.teacher_layer, cfg.objective.relation_heads,
+                               cfg.objective.kind, autocast_bf16=bf16)
+        del teacher
+
+    t_score, cpu_score = time.perf_counter(), time.process_time()
+    n_scored = 0
+    for d in dirs:
+        superlm, _, _ = load_superlm(d)
+        superlm.eval()
+        mine = {c.arch: c for c in candidates if c.superlm == d and c.fits}
+
+        def score(arch: Arch, superlm=superlm, mine=mine) -> float:
+            value = scorer(superlm, arch)
+            mine[arch].score = value
+            return value
+
+        if len(mine) <= cfg.max_evals:
+            for arch in mine:
+                score(arch)
+        else:
+            _optuna_search(spaces[d], mine, score, cfg.max_evals, cfg.seed)
+        n_scored += sum(1 for c in mine.values() if c.score is not None)
+    score_time = time.perf_counter() - t_score
+    score_cpu = time.process_time() - cpu_score
+
+    scored = [c for c in candidates if c.score is not None]
+    chosen = min(scored, key=lambda c: (c.score, c.flops))
+    superlm, _, _ = load_superlm(chosen.superlm)
+    student = superlm.extract(chosen.arch)
+    save_student(student, tokenizer, os.path.join(cfg.output_dir, "student"), require_builtin=chosen.arch.is_plain_bert)
+    _write_csv(os.path.join(cfg.output_dir, "candidates.csv"), candidates)
+    _plot(os.path.join(cfg.output_dir, "pareto.png"), candidates, budget, chosen)
+    metrics = {
+        "chosen_superlm": chosen.superlm, "chosen_subspace": chosen.subspace, **{f"chosen_{k}": v for k, v in
+                                                                               chosen.arch.to_dict().items()},
+        "chosen_plain_bert": chosen.arch.is_plain_bert, "chosen_flops": chosen.flops,
+        "chosen_params": chosen.params, "chosen_score": chosen.score, "flops_ratio": chosen.flops / teacher_flops,
+        "budget_flops": budget, "teacher_flops": teacher_flops, "max_length": cfg.max_length,
+        "candidates": len(candidates), "candidates_fitting": sum(c.fits for c in candidates),
+        "candidates_scored": n_scored, "heldout_sequences": len(ds), "score": cfg.score,
+        "precision": "bf16" if bf16 else "no", "score_runtime_s": round(score_time, 3),
+        "score_cpu_s": round(score_cpu, 3), "torch_threads": torch.get_num_threads(),
+        "search_runtime_s": round(time.perf_counter() - t_start, 3), "unit": "FLOPs = 2 x multiply-adds",
+    }
+    write_json_atomic(os.path.join(cfg.output_dir, "metrics.json"), metrics)
+    return metrics

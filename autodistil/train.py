@@ -1,0 +1,198 @@
+"""Task-agnostic SuperLM training on the shared :class:`~distiller_nlp.core.engine.Engine`.
+
+Per optimiser step the teacher runs once (``prepare_batch``, under ``no_grad``) and the module's ``forward`` runs the
+subnets chosen by the sampling rule on the same batch, summing their relation losses, so one backward accumulates
+every subnet's gradient before the single optimiser step:
+
+- ``sandwich`` (AutoDistil's rule): the largest and the smallest subnet (by parameters) plus ``num_random`` distinct
+  random ones from the rest;
+- ``uniform``: one random subnet.
+
+The random choice is a pure function of ``(seed, step)`` where ``step`` is a buffer of the module, so it is saved
+in every checkpoint and a resumed run samples exactly the subnets the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Optional
+
+import torch
+from torch import nn
+
+from distiller_nlp.errors import DistillerError
+
+from .config import TrainSuperLMConfig
+from .objective import TeacherFeatures, subnet_relation_loss
+from .space import Arch, SubSpace, resolve_spaces
+from .superlm import SuperLM, save_superlm
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SuperLMTrainer", "sample_subnets", "train_superlm", "plan_superlm_runs"]
+
+
+def sample_subnets(archs_by_size: list[Arch], sampling: str, num_random: int, seed: int, step: int) -> list[Arch]:
+    """Subnets of one step. ``archs_by_size`` is sorted by parameter count (smallest first)."""
+    rng = random.Random(seed * 1_000_003 + step)
+    if sampling == "uniform":
+        return [rng.choice(archs_by_size)]
+    if sampling != "sandwich":
+        raise DistillerError(f"unknown sampling '{sampling}' (use sandwich or uniform)")
+    largest, smallest = archs_by_size[-1], archs_by_size[0]
+    middle = archs_by_size[1:-1]
+    chosen = [largest] if largest == smallest else [largest, smallest]
+    return chosen + rng.sample(middle, min(num_random, len(middle)))
+
+
+class SuperLMTrainer(nn.Module):
+    """The engine's trainable module: ``forward(batch)`` = summed relation loss of the sampled subnets."""
+
+    def __init__(self, superlm: SuperLM, space: SubSpace, sampling: str = "sandwich", num_random: int = 2,
+                 seed: int = 42, relation_heads: int = 12, kind: str = "kl"):
+        super().__init__()
+        superlm.check_space(space)
+        self.superlm = superlm
+        self.space = space
+        self.sampling = sampling
+        self.num_random = int(num_random)
+        self.seed = int(seed)
+        self.relation_heads = int(relation_heads)
+        self.kind = kind
+        self.archs = sorted(space, key=lambda a: (a.params(), a.flops(), a))
+        if not self.archs:
+            raise DistillerError(f"sub-space '{space.name}' is empty")
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def current_subnets(self) -> list[Arch]:
+        return sample_subnets(self.archs, self.sampling, self.num_random, self.seed, int(self.step))
+
+    def forward(self, batch: dict) -> dict:
+        teacher_qkv = batch["teacher_qkv"]
+        archs = self.current_subnets()
+        out: dict = {}
+        total = None
+        for i, arch in enumerate(archs):
+            self.superlm.set_active(arch)
+            loss = subnet_relation_loss(self.superlm, batch, teacher_qkv, self.relation_heads, self.kind)
+            total = loss if total is None else total + loss
+            if self.sampling == "sandwich" and i < 2:
+                out["rel_largest" if i == 0 else "rel_smallest"] = loss.detach()
+        if self.training:
+            self.step += 1
+        out["loss"] = total
+        return out
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> torch.Tensor:
+        """[CLS] vector of the largest subnet (the engine's contract; SuperLM training has no evaluation set)."""
+        self.superlm.set_active(self.archs[-1])
+        return self.superlm(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))[:, 0]
+
+
+def _teacher_config(path: str):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type not in ("bert", "autodistil_bert"):
+        raise DistillerError(f"teacher {path} has model type '{config.model_type}'; a SuperLM needs a BERT checkpoint")
+    return config
+
+
+def plan_superlm_runs(cfg: TrainSuperLMConfig) -> tuple[str, object, list[tuple[SubSpace, str]]]:
+    """Validate a config without training: ``(teacher_path, teacher_config, [(space, run_dir), ...])``."""
+    from distiller_nlp.models import resolve_model_path
+
+    cfg.validate()
+    path = resolve_model_path(cfg.teacher)
+    config = _teacher_config(path)
+    probe = SuperLM.__new__(SuperLM)  # check_space only needs config + head_dim
+    nn.Module.__init__(probe)
+    probe.config = config
+    from .superlm import _head_dim
+
+    probe.head_dim = _head_dim(config)
+    spaces = resolve_spaces(cfg.subspaces, config.hidden_size, probe.head_dim, cfg.plain_bert)
+    names = [s.name for s in spaces]
+    if len(set(names)) != len(names):
+        raise DistillerError(f"sub-space names repeat: {', '.join(names)}")
+    for space in spaces:
+        probe.check_space(space)
+    if not cfg.output_dir:
+        raise DistillerError("--output-dir is required")
+    runs = [(s, cfg.output_dir if len(spaces) == 1 else os.path.join(cfg.output_dir, s.name)) for s in spaces]
+    return path, config, runs
+
+
+def _finished(run_dir: str, max_steps: int) -> Optional[dict]:
+    """The metrics of a run directory that already reached ``max_steps`` (None otherwise)."""
+    import json
+
+    path = os.path.join(run_dir, "metrics.json")
+    if max_steps <= 0 or not os.path.isfile(path) or not os.path.isfile(os.path.join(run_dir, "superlm.json")):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        metrics = json.load(fh)
+    return metrics if metrics.get("global_step") == max_steps else None
+
+
+def train_superlm(cfg: TrainSuperLMConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train one SuperLM per sub-space of ``cfg`` (``output_dir`` itself for one sub-space, ``output_dir/<name>``
+    for several). Returns ``{space name: metrics}``; each run directory holds the SuperLM (``config.json``,
+    ``model.safetensors``, ``superlm.json``, tokenizer) and ``metrics.json``."""
+    from transformers import AutoModel
+
+    from distiller_nlp.core.engine import Engine
+    from distiller_nlp.data import make_collator
+    from distiller_nlp.models import _quiet_transformers, load_tokenizer
+    from distiller_nlp.runs import check_output_dir, create_output_dir, promote_best, write_json_atomic
+
+    from .data import load_texts, tokenized_texts
+
+    teacher_path, _, runs = plan_superlm_runs(cfg)
+    check_output_dir(cfg.output_dir, resume=resume, overwrite=overwrite)
+    tokenizer = load_tokenizer(teacher_path)
+    texts = load_texts(cfg.data, "train", cfg.data.max_train_examples, cfg.train.seed)
+    create_output_dir(cfg.output_dir, overwrite=overwrite)
+    train_ds = tokenized_texts(texts, tokenizer, cfg.train.max_length)
+    collate = make_collator(tokenizer)
+
+    results = {}
+    for space, run_dir in runs:
+        done = _finished(run_dir, cfg.train.max_steps) if resume else None
+        if done is not None:
+            results[space.name] = done
+            logger.info("sub-space %s already trained in %s", space.name, run_dir)
+            continue
+        os.makedirs(run_dir, exist_ok=True)
+        with _quiet_transformers():
+            teacher = AutoModel.from_pretrained(teacher_path)
+        superlm = SuperLM.from_teacher(teacher, cfg.layer_selection)
+        module = SuperLMTrainer(superlm, space, cfg.sampling, cfg.num_random, cfg.train.seed,
+                                cfg.objective.relation_heads, cfg.objective.kind)
+        features = TeacherFeatures(teacher, cfg.objective.teacher_layer)
+        extra = {
+            "teacher": os.path.abspath(teacher_path) if os.path.isdir(teacher_path) else teacher_path,
+            "objective": {"relation_heads": cfg.objective.relation_heads, "kind": cfg.objective.kind,
+                          "teacher_layer": features.layer},
+            "sampling": cfg.sampling, "num_random": cfg.num_random, "max_length": cfg.train.max_length,
+        }
+
+        def prepare(batch, features=features):
+            batch = dict(batch)
+            batch["teacher_qkv"] = features(batch)
+            return batch
+
+        def export(module, directory, space=space, extra=extra):
+            save_superlm(module.superlm, directory, space, tokenizer, {**extra, "steps": int(module.step)})
+
+        engine = Engine(cfg.train, run_dir, module, train_ds, collate, eval_datasets=None, prepare_batch=prepare,
+                        frozen=[teacher], export_fn=export, resume=resume, run_name="autodistil")
+        result = engine.train()
+        promote_best(run_dir)
+        metrics = {**result.metrics, "subspace": space.name, "subnets": len(space), "sampling": cfg.sampling}
+        write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
+        results[space.name] = metrics
+    return results

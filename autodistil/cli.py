@@ -22,7 +22,7 @@ import sys
 from typing import Optional
 
 from distiller_nlp.cli import TRAIN_FLAGS as _NLP_TRAIN_FLAGS
-from distiller_nlp.cli import _add_flags
+from distiller_nlp.cli import add_flags, cli_main
 from distiller_nlp.errors import DistillerError
 
 # the engine flags are distiller-nlp's (same names, same keys)
@@ -84,17 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--subspace", dest="subspace", default=None, help="one sub-space (built-in name or YAML file)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoints in --output-dir")
-    _add_flags(p, SUPERLM_FLAGS)
-    _add_flags(p, DATA_FLAGS)
-    _add_flags(p, OBJECTIVE_FLAGS)
-    _add_flags(p, TRAIN_FLAGS)
+    add_flags(p, SUPERLM_FLAGS)
+    add_flags(p, DATA_FLAGS)
+    add_flags(p, OBJECTIVE_FLAGS)
+    add_flags(p, TRAIN_FLAGS)
 
     p = sub.add_parser("search", help="pick the best inherited subnet under a FLOPs budget (no retraining)")
     _add_common(p)
     p.add_argument("--superlm", nargs="+", default=None, help="SuperLM directories (or directories holding them)")
-    _add_flags(p, SEARCH_FLAGS)
-    _add_flags(p, DATA_FLAGS)
-    _add_flags(p, OBJECTIVE_FLAGS)
+    add_flags(p, SEARCH_FLAGS)
+    add_flags(p, DATA_FLAGS)
+    add_flags(p, OBJECTIVE_FLAGS)
 
     p = sub.add_parser("extract", help="extract one subnet of a SuperLM as a standalone Hugging Face model")
     p.add_argument("--superlm", required=True, help="SuperLM directory")
@@ -203,32 +203,9 @@ def run_command(args: argparse.Namespace) -> int:
     raise DistillerError(f"unknown command {args.command}")
 
 
-def _quiet_libraries() -> None:
-    """Hide library chatter (load reports, per-map progress bars); --verbose keeps it."""
-    try:
-        import datasets
-        import transformers
-    except ImportError:  # pragma: no cover
-        return
-    transformers.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-
-
 def main(argv: Optional[list] = None) -> int:
     """Entry point of the ``autodistil`` console script; returns the exit status (2 on bad input)."""
-    from distiller_nlp.runs import setup_logging
-
-    args = build_parser().parse_args(argv)
-    verbose = bool(getattr(args, "verbose", False))
-    setup_logging(verbose)
-    if not verbose:
-        _quiet_libraries()
-    try:
-        status = run_command(args)
-    except DistillerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        status = exc.exit_code
-    return status
+    return cli_main(build_parser(), run_command, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,7 +65,9 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
     dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
 
     def export(mod, directory):
-        save_student(mod.model, tokenizer, directory)
+        # any registered model type may be fine-tuned (e.g. an autodistil_bert student); only distill's students
+        # must load without this package
+        save_student(mod.model, tokenizer, directory, require_builtin=False)
 
     engine = Engine(cfg.train, out_dir, SupervisedModule(model), tok["train"], collate, eval_datasets=evals,
                     compute_metrics=task_metric_fn(task), main_metric=task.main_metric, export_fn=export,

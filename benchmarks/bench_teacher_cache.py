@@ -36,7 +36,7 @@ CONFIGS = {
 }
 
 
-def one_run(teacher, overrides, seed, cache, workdir):
+def one_run(teacher, overrides, seed, cache, workdir, tag):
     from distiller_nlp.config import DistillConfig, load_config
     from distiller_nlp.distill import distill
 
@@ -44,9 +44,9 @@ def one_run(teacher, overrides, seed, cache, workdir):
           "student_shape": "layers=3,hidden=256,heads=8,intermediate=1024", "student_init": "teacher",
           "train.epochs": 2, "train.batch_size": 32, "train.max_length": 64, "train.group_by_length": True,
           "train.precision": "no", "train.report_to": "none", "train.seed": seed, "train.lr": 1e-4,
-          "output_dir": os.path.join(workdir, f"run-{seed}-{cache}"), **overrides}
+          "output_dir": os.path.join(workdir, f"run-{tag}-{seed}-{cache}"), **overrides}
     if cache:
-        os.environ["DISTILLER_NLP_CACHE"] = os.path.join(workdir, f"cache-{seed}")
+        os.environ["DISTILLER_NLP_CACHE"] = os.path.join(workdir, f"cache-{tag}-{seed}")
         ov["teacher_cache"] = "auto"
     else:
         ov["teacher_cache"] = "off"
@@ -75,10 +75,10 @@ def main(argv=None) -> int:
     rows = []
     work = tempfile.mkdtemp(prefix="bench-cache-")
     try:
-        for name, ov in CONFIGS.items():
+        for tag, (name, ov) in enumerate(CONFIGS.items()):
             for seed in seeds:
-                live = one_run(args.teacher, ov, seed, False, work)
-                cached = one_run(args.teacher, ov, seed, True, work)
+                live = one_run(args.teacher, ov, seed, False, work, tag)
+                cached = one_run(args.teacher, ov, seed, True, work, tag)
                 caching = cached["teacher_cache_s"]  # the one-time teacher pass over the training set
                 rows.append({"config": name, "seed": seed, "live": live, "cached": cached,
                              "caching_pass_s": round(caching, 2),

@@ -28,6 +28,7 @@ import sys
 from typing import Callable, Optional
 
 from distiller_nlp.errors import DistillerError
+from distiller_nlp.runs import is_main_process  # noqa: F401  (re-exported: vision_kd and autodistil use it)
 
 # flag dest -> dotted config key
 TRAIN_FLAGS = {
@@ -187,11 +188,6 @@ def print_metrics(metrics: dict) -> None:
     for k in keys:
         v = metrics[k]
         print(f"  {k:32s} {v:.4f}" if isinstance(v, float) else f"  {k:32s} {v}")
-
-
-def is_main_process() -> bool:
-    """True in a single process and on rank 0 of ``accelerate launch`` / ``torchrun``."""
-    return os.environ.get("RANK", "0") in ("0", "") and os.environ.get("LOCAL_RANK", "0") in ("0", "")
 
 
 def run_command(args: argparse.Namespace) -> int:

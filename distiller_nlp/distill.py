@@ -477,7 +477,8 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
     from distiller_nlp.core.engine import Engine
     from distiller_nlp.core.flops import encoder_flops_from_config
     from distiller_nlp.models import describe_model, save_student
-    from distiller_nlp.runs import check_output_dir, create_output_dir, promote_best, task_metric_fn, write_json_atomic
+    from distiller_nlp.runs import (check_output_dir, create_output_dir, is_main_process, promote_best, task_metric_fn,
+                                    write_json_atomic)
 
     out_dir = cfg.output_dir
     check_output_dir(out_dir, resume=resume, overwrite=overwrite)
@@ -488,7 +489,8 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
     t_cache = time.perf_counter() - t_cache
 
     create_output_dir(out_dir, overwrite=overwrite)
-    dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
+    if is_main_process():
+        dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
 
     def export(mod, directory):
         save_student(mod.student, tokenizer, directory)

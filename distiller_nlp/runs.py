@@ -20,8 +20,18 @@ from distiller_nlp.errors import DistillerError
 logger = logging.getLogger(__name__)
 
 
+def is_main_process() -> bool:
+    """True in a single process and on rank 0 of ``accelerate launch`` / ``torchrun`` (read before any
+    ``Accelerator`` exists, from the launcher's environment)."""
+    return os.environ.get("RANK", "0") in ("0", "") and os.environ.get("LOCAL_RANK", "0") in ("0", "")
+
+
 def check_output_dir(output_dir: str, resume: bool = False, overwrite: bool = False) -> None:
-    """Validate ``--output-dir`` without touching it (called before any work starts)."""
+    """Validate ``--output-dir`` without touching it (called before any work starts).
+
+    Only the main process judges whether the directory is empty: under ``accelerate launch`` the other ranks could
+    otherwise see files the main process already wrote and fail a run that is fine. When the main process refuses,
+    the launcher stops the others."""
     if not output_dir:
         raise DistillerError("--output-dir is required")
     if resume and overwrite:
@@ -29,14 +39,17 @@ def check_output_dir(output_dir: str, resume: bool = False, overwrite: bool = Fa
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise DistillerError(f"--output-dir {output_dir} exists and is not a directory")
     non_empty = os.path.isdir(output_dir) and bool(os.listdir(output_dir))
-    if non_empty and not (resume or overwrite):
+    if non_empty and is_main_process() and not (resume or overwrite):
         raise DistillerError(
             f"output directory {output_dir} is not empty: pass --resume to continue it or --overwrite to replace it"
         )
 
 
-def create_output_dir(output_dir: str, overwrite: bool = False, is_main: bool = True) -> None:
-    """Create (or with ``overwrite``, empty) the output directory. Call only after all inputs were validated."""
+def create_output_dir(output_dir: str, overwrite: bool = False, is_main: bool | None = None) -> None:
+    """Create (or with ``overwrite``, empty) the output directory. Call only after all inputs were validated.
+    Only the main process (``is_main``, by default read from the launcher's environment) touches the disk."""
+    if is_main is None:
+        is_main = is_main_process()
     if is_main:
         if overwrite and os.path.isdir(output_dir):
             shutil.rmtree(output_dir)

@@ -43,7 +43,7 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
     from distiller_nlp.core.engine import Engine
     from distiller_nlp.data import load_task_data, make_collator, tokenize_dataset
     from distiller_nlp.models import describe_model, load_backbone_for_finetune, load_tokenizer, resolve_model_path, save_student
-    from distiller_nlp.runs import (check_output_dir, create_output_dir, eval_splits, promote_best,
+    from distiller_nlp.runs import (check_output_dir, create_output_dir, is_main_process, eval_splits, promote_best,
                                     task_metric_fn, write_json_atomic)
 
     out_dir = cfg.output_dir
@@ -62,7 +62,8 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
     collate = make_collator(tokenizer, is_regression=task.is_regression)
 
     create_output_dir(out_dir, overwrite=overwrite)
-    dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
+    if is_main_process():
+        dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
 
     def export(mod, directory):
         # any registered model type may be fine-tuned (e.g. an autodistil_bert student); only distill's students

@@ -177,3 +177,25 @@ def test_length_grouped_batches_cover_every_example_once_and_cut_padding():
     assert [b for b in s] == batches  # deterministic for (seed, epoch)
     s.set_epoch(1)
     assert list(s) != batches
+
+
+def test_only_the_main_rank_judges_and_creates_the_output_dir(tmp_path, monkeypatch):
+    """Under ``accelerate launch`` rank 1 may start after rank 0 wrote config.yaml: it must not call that an error,
+    and it must not write itself (the race that failed a two-process CI run)."""
+    from distiller_nlp.runs import check_output_dir, create_output_dir
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "config.yaml").write_text("x: 1\n")
+    fresh = tmp_path / "fresh"
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    check_output_dir(str(full))  # rank 1: no verdict
+    create_output_dir(str(fresh))
+    assert not fresh.exists()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(DistillerError, match="not empty"):
+        check_output_dir(str(full))
+    create_output_dir(str(fresh))
+    assert fresh.is_dir()

@@ -232,7 +232,7 @@ def torch_threads(n: int):
 
 def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str) -> dict:
     from distiller_nlp.core.engine import Engine
-    from distiller_nlp.runs import check_output_dir, create_output_dir, promote_best, write_json_atomic
+    from distiller_nlp.runs import check_output_dir, create_output_dir, is_main_process, promote_best, write_json_atomic
     from torch.utils.data import default_collate
 
     from vision_kd.metrics import classification_metrics, landmark_metrics
@@ -253,7 +253,8 @@ def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str)
             prepare, frozen = offline_teachers(run.teachers)
 
     create_output_dir(out_dir, overwrite=overwrite)
-    dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
+    if is_main_process():
+        dump_yaml(cfg, os.path.join(out_dir, "config.yaml"))
     export_extra = {"task": data.task, "dataset": cfg.dataset, "method": cfg.method}
     landmarks = data.task == LANDMARKS
     engine = Engine(cfg.train, out_dir, module, train_set, default_collate, eval_datasets=data.eval_sets(),

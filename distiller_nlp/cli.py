@@ -48,6 +48,7 @@ TRAIN_FLAGS = {
     "logging_steps": ("train.logging_steps", int, "log every N steps"),
     "report_to": ("train.report_to", str, "tensorboard | none"),
     "group_by_length": ("train.group_by_length", bool, "batch examples of similar length (less padding)"),
+    "optim": ("train.optim", str, "auto (fused AdamW) | adamw_fused | adamw_foreach | adamw"),
 }
 DATA_FLAGS = {
     "task": ("data.task", str, "task name: GLUE (sst2, mnli, ...), tweets, bbc-headlines, or a custom name"),
@@ -59,7 +60,8 @@ DATA_FLAGS = {
     "max_eval_examples": ("data.max_eval_examples", int, "cap on examples of each evaluation split"),
 }
 DISTILL_FLAGS = {
-    "teacher": ("teacher", str, "fine-tuned teacher: a directory, 'minilm', or a Hub name"),
+    "teacher": ("teacher", "append", "fine-tuned teacher: a directory, 'minilm', or a Hub name; repeat it for "
+                "several teachers whose soft targets are averaged"),
     "student": ("student", str, "student checkpoint (directory or Hub name)"),
     "student_shape": ("student_shape", str, "e.g. layers=3,hidden=256,heads=8,intermediate=1024"),
     "student_init": ("student_init", str, "auto | teacher | random"),
@@ -85,6 +87,8 @@ def add_flags(p: argparse.ArgumentParser, flags: dict) -> None:
         if typ is bool:
             p.add_argument("--" + dest.replace("_", "-"), dest=dest, action="store_const", const=True, default=None,
                            help=help_)
+        elif typ == "append":
+            p.add_argument("--" + dest.replace("_", "-"), dest=dest, action="append", default=None, help=help_)
         else:
             p.add_argument("--" + dest.replace("_", "-"), dest=dest, type=typ, default=None, help=help_)
 
@@ -174,6 +178,13 @@ def _overrides(args: argparse.Namespace, *tables: dict) -> dict:
             value = getattr(args, dest, None)
             if value is not None:
                 out[key] = value
+    if isinstance(out.get("teacher"), list):  # --teacher A --teacher B: A, plus B averaged with it
+        teachers = out.pop("teacher")
+        out["teacher"] = teachers[0]
+        if teachers[1:]:
+            out["teachers"] = teachers[1:]
+    if "student_shape" in out and "student" not in out:
+        out["student"] = ""  # a shape on the command line replaces a recipe's student checkpoint
     if getattr(args, "cpu", None):
         out["train.cpu"] = True
     if getattr(args, "trust_remote_code", None):

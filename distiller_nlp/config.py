@@ -65,10 +65,14 @@ class TrainArgs:
     metric_for_best: str = ""  # "" = the task's main metric
     find_unused_parameters: bool = False
     group_by_length: bool = False  # batches of similar length (less padding; faster on variable-length text)
+    optim: str = "auto"  # auto (fused AdamW on CPU/CUDA) | adamw_fused | adamw_foreach | adamw
 
     def validate(self, source: str = "config") -> None:
         if self.precision not in PRECISIONS:
             raise DistillerError(f"train.precision: '{self.precision}' in {source} is not one of {', '.join(PRECISIONS)}")
+        if self.optim not in ("auto", "adamw", "adamw_foreach", "adamw_fused"):
+            raise DistillerError(f"train.optim: '{self.optim}' in {source} must be auto, adamw_fused, adamw_foreach "
+                                 "or adamw")
         if self.report_to not in ("tensorboard", "none"):
             raise DistillerError(f"train.report_to: '{self.report_to}' in {source} must be 'tensorboard' or 'none'")
         for name in ("batch_size", "eval_batch_size", "grad_accum", "max_length", "logging_steps"):
@@ -114,6 +118,23 @@ class MappingConfig:
     params: dict = field(default_factory=dict)
 
 
+SCHEDULE_KINDS = ("constant", "linear", "cosine")
+SCHEDULED = ("temperature", "kd_weight", "hard_label_weight", "intermediate_weight")
+
+
+@dataclass
+class ScheduleConfig:
+    """How one KD hyper-parameter moves over training from its start value to ``final``.
+
+    The start value is the KD config's own (``temperature``, ``kd_weight``, ``hard_label_weight``; 1.0 for
+    ``intermediate_weight``, a factor on every match's weight). With progress p = step / total steps:
+    ``linear``: start + (final − start)·p; ``cosine``: start + (final − start)·(1 − cos πp)/2; ``constant``: start.
+    """
+
+    kind: str = "constant"
+    final: Optional[float] = None
+
+
 @dataclass
 class KDConfig:
     """The KD pipeline: prediction-layer loss + weights + temperature + intermediate matches."""
@@ -127,6 +148,8 @@ class KDConfig:
     mapping: Optional[MappingConfig] = None
     mixup: bool = False  # MixUp on word embeddings: batch = originals + mixed copies (teacher labels both)
     mixup_alpha: float = 0.4  # λ ~ Beta(mixup_alpha, mixup_alpha)
+    # e.g. {temperature: {kind: linear, final: 1.0}, kd_weight: {kind: cosine, final: 0.5}}
+    schedules: dict[str, ScheduleConfig] = field(default_factory=dict)
 
 
 @dataclass
@@ -168,6 +191,7 @@ class DistillConfig:
     """``distiller-nlp distill``: the whole run."""
 
     teacher: str = ""
+    teachers: list[str] = field(default_factory=list)  # more teachers: soft targets averaged with ``teacher``'s
     student: str = ""
     student_shape: str = "layers=3,hidden=256,heads=8,intermediate=1024"
     student_init: str = "auto"  # auto | teacher | random
@@ -208,6 +232,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return {}
         if not isinstance(value, dict):
             raise DistillerError(f"key '{key}' in {source} must be a mapping, got {type(value).__name__}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and dataclasses.is_dataclass(args[1]):
+            return {str(k): _coerce(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):

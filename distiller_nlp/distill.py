@@ -188,6 +188,33 @@ class DistillModule(nn.Module):
             self.register_buffer("emd_weights_s", torch.full((n_s,), 1.0 / n_s, dtype=torch.float64))
             self.register_buffer("emd_weights_t", torch.full((n_t,), 1.0 / n_t, dtype=torch.float64))
         self.student_qkv_layers = sorted({m.layer_S for m in matches if m.feature == "attention_scores"})
+        from distiller_nlp.config import SCHEDULED
+        from distiller_nlp.core.schedules import KINDS
+
+        for name, sch in kd.schedules.items():
+            if name not in SCHEDULED:
+                raise DistillerError(f"kd.schedules.{name}: unknown schedule (known: {', '.join(SCHEDULED)})")
+            if sch.kind not in KINDS:
+                raise DistillerError(f"kd.schedules.{name}.kind '{sch.kind}' must be one of {', '.join(KINDS)}")
+            if sch.kind != "constant" and sch.final is None:
+                raise DistillerError(f"kd.schedules.{name}: kind {sch.kind} needs a final value")
+            if name == "temperature" and sch.final is not None and sch.final <= 0:
+                raise DistillerError(f"kd.schedules.temperature.final must be positive, got {sch.final}")
+        self.progress = 0.0  # set by the engine before every step (set_progress)
+
+    def set_progress(self, progress: float) -> None:
+        """Training progress in [0, 1] (global step / total steps): drives ``kd.schedules``."""
+        self.progress = float(progress)
+
+    def current(self, name: str) -> float:
+        """The value of a schedulable KD hyper-parameter at the current progress."""
+        from distiller_nlp.core.schedules import schedule_value
+
+        start = 1.0 if name == "intermediate_weight" else float(getattr(self.kd, name))
+        sch = self.kd.schedules.get(name)
+        if sch is None:
+            return start
+        return schedule_value(sch.kind, start, sch.final, self.progress)
 
     @property
     def teacher_hidden_layers(self) -> list[int]:
@@ -199,7 +226,7 @@ class DistillModule(nn.Module):
 
     @property
     def needs_teacher_logits(self) -> bool:
-        return self._pred_fn is not None and self.kd.kd_weight != 0
+        return self._pred_fn is not None and (self.kd.kd_weight != 0 or "kd_weight" in self.kd.schedules)
 
     @property
     def needs_teacher(self) -> bool:
@@ -208,12 +235,12 @@ class DistillModule(nn.Module):
     def predict(self, batch: dict) -> torch.Tensor:
         return self.student(**model_inputs(batch)).logits
 
-    def _pred_loss(self, logits, teacher_logits, labels):
+    def _pred_loss(self, logits, teacher_logits, labels, temperature: float):
         kd = self.kd
         kwargs = dict(kd.pred_loss_params)
         if kd.pred_loss in ("nkd", "dkd"):
-            return self._pred_fn(logits, teacher_logits, labels, temperature=kd.temperature, **kwargs)
-        return self._pred_fn(logits, teacher_logits, temperature=kd.temperature, **kwargs)
+            return self._pred_fn(logits, teacher_logits, labels, temperature=temperature, **kwargs)
+        return self._pred_fn(logits, teacher_logits, temperature=temperature, **kwargs)
 
     def _match_loss(self, m: ResolvedMatch, cap, batch, mask):
         if m.feature == "hidden":
@@ -241,20 +268,28 @@ class DistillModule(nn.Module):
             logits = self.student(**inputs).logits
         out = {}
         total = logits.new_zeros((), dtype=torch.float32)
+        temperature = self.current("temperature")
+        kd_weight, hard_weight = self.current("kd_weight"), self.current("hard_label_weight")
+        inter_factor = self.current("intermediate_weight")
         if self.needs_teacher_logits:
-            pred = self._pred_loss(logits, batch["teacher_logits"].to(logits.dtype), labels)
+            t_logits = batch["teacher_logits"].to(logits.dtype)
+            if "teacher_logits_extra" in batch:
+                t_logits = ensemble_logits([t_logits] + [t.to(logits.dtype) for t in batch["teacher_logits_extra"]],
+                                           temperature, average_logits=kd.pred_loss == "logits_mse")
+            pred = self._pred_loss(logits, t_logits, labels, temperature)
             out[kd.pred_loss] = pred
-            total = total + kd.kd_weight * pred
-        if kd.hard_label_weight and mixed:
+            total = total + kd_weight * pred
+        use_hard = kd.hard_label_weight != 0 or "hard_label_weight" in kd.schedules
+        if use_hard and mixed:
             b, lam, perm = labels.shape[0], batch["mix_lambda"], batch["mix_perm"]
             mixed_hard = lam * self._hard_fn(logits[b:], labels) + (1 - lam) * self._hard_fn(logits[b:], labels[perm])
             hard = 0.5 * (self._hard_fn(logits[:b], labels) + mixed_hard)
             out["hard_ce"] = hard
-            total = total + kd.hard_label_weight * hard
-        elif kd.hard_label_weight:
+            total = total + hard_weight * hard
+        elif use_hard:
             hard = self._hard_fn(logits, labels)
             out["hard_ce"] = hard
-            total = total + kd.hard_label_weight * hard
+            total = total + hard_weight * hard
         costs = {}
         for m in self.matches:
             value = self._match_loss(m, cap, batch, mask)
@@ -262,11 +297,11 @@ class DistillModule(nn.Module):
                 costs[(m.layer_S, m.layer_T)] = value
                 continue
             out[m.name] = value
-            total = total + m.weight * value
+            total = total + inter_factor * m.weight * value
         if costs:
             emd = self._emd_loss(costs)
             out["emd"] = emd
-            total = total + self.emd_weight * emd
+            total = total + inter_factor * self.emd_weight * emd
         out["loss"] = total
         return out
 
@@ -286,6 +321,23 @@ class DistillModule(nn.Module):
             self.emd_weights_s.copy_(torch.from_numpy(w_s))
             self.emd_weights_t.copy_(torch.from_numpy(w_t))
         return loss
+
+
+def ensemble_logits(logits: list, temperature: float, average_logits: bool = False) -> torch.Tensor:
+    """Averaged soft targets of several teachers, as logits the prediction losses accept.
+
+    Returns ``T · log( mean_k softmax(z_k / T) )``, so ``softmax(result / T)`` is exactly the teachers' mean
+    probability at temperature T (what ``kd`` and ``soft_ce`` read); with ``average_logits`` (``logits_mse``, and
+    regression) the plain mean of the logits. For ``nkd``/``dkd``, whose target-class terms read the teacher at
+    τ = 1, the ensemble is the one at temperature T.
+    """
+    stacked = torch.stack([z.float() for z in logits])
+    if average_logits:
+        return stacked.mean(0)
+    t = float(temperature)
+    log_mean = torch.logsumexp(torch.log_softmax(stacked / t, dim=-1), dim=0) - torch.log(
+        torch.tensor(float(len(logits))))
+    return t * log_mean
 
 
 def mixup_inputs(model: nn.Module, batch: dict) -> dict:
@@ -311,8 +363,9 @@ class TeacherRunner:
     save and resume restores) and runs the teacher on originals + mixed copies.
     """
 
-    def __init__(self, teacher: nn.Module, module: DistillModule):
+    def __init__(self, teacher: nn.Module, module: DistillModule, extra_teachers: Optional[list] = None):
         self.teacher = teacher
+        self.extra_teachers = list(extra_teachers or [])
         self.hidden_layers = module.teacher_hidden_layers
         self.qkv_layers = module.teacher_qkv_layers
         self.mixup_alpha = module.kd.mixup_alpha if module.kd.mixup else None
@@ -331,6 +384,10 @@ class TeacherRunner:
         batch["teacher_logits"] = logits
         batch["teacher_hidden"] = dict(cap.hidden)
         batch["teacher_qkv"] = dict(cap.qkv)
+        if self.extra_teachers:  # their soft targets are averaged with the first teacher's (logits only)
+            batch["teacher_logits_extra"] = [
+                t(**(mixup_inputs(t, batch) if self.mixup_alpha else model_inputs(batch))).logits
+                for t in self.extra_teachers]
         return batch
 
 
@@ -369,6 +426,14 @@ def _setup(cfg: DistillConfig):
     teacher_path = resolve_model_path(cfg.teacher)
     teacher = load_teacher_for_task(teacher_path, task, trust_remote_code=cfg.trust_remote_code)
     tokenizer = load_tokenizer(teacher_path, trust_remote_code=cfg.trust_remote_code)
+    extra_teachers = []
+    for name in cfg.teachers:
+        path = resolve_model_path(name)
+        other_tok = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
+        if other_tok.get_vocab() != tokenizer.get_vocab():
+            raise DistillerError(f"teacher {name} uses another vocabulary than {cfg.teacher}: several teachers must "
+                                 "share one tokenizer")
+        extra_teachers.append(load_teacher_for_task(path, task, trust_remote_code=cfg.trust_remote_code))
     shape = None if cfg.student else parse_student_shape(cfg.student_shape)
     student = build_student(teacher, shape=shape, student=cfg.student or None, init=cfg.student_init, task=task,
                             seed=cfg.train.seed)
@@ -376,12 +441,16 @@ def _setup(cfg: DistillConfig):
     module = DistillModule(student, cfg.kd, matches, teacher.config, is_regression=task.is_regression)
     if cfg.kd.mixup and not module.needs_teacher:
         raise DistillerError("kd.mixup needs a KD loss (the teacher labels the mixed examples): set kd.pred_loss")
+    if extra_teachers and not module.needs_teacher_logits:
+        raise DistillerError("several teachers average their soft targets: set kd.pred_loss and kd.kd_weight")
     tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length)
     from distiller_nlp.teacher_cache import DTYPES
 
     if cfg.teacher_cache_dtype not in DTYPES:
         raise DistillerError(f"teacher_cache_dtype '{cfg.teacher_cache_dtype}' must be one of {', '.join(DTYPES)}")
-    return SimpleNamespace(cache_dtype=cfg.teacher_cache_dtype, n_original=n_original, task=task, teacher_path=teacher_path, teacher=teacher, tokenizer=tokenizer,
+    return SimpleNamespace(cache_dtype=cfg.teacher_cache_dtype, n_original=n_original, task=task,
+                           teacher_path=teacher_path, teacher=teacher, extra_teachers=extra_teachers,
+                           tokenizer=tokenizer,
                            student=student, module=module, tok=tok, evals=eval_splits(tok, task),
                            collate=make_collator(tokenizer, is_regression=task.is_regression))
 
@@ -392,6 +461,8 @@ def _cache_problem(run) -> Optional[str]:
         return "attention_scores matches need the teacher's q/k, which are not cached"
     if run.module.kd.mixup:
         return "MixUp makes new teacher inputs every step"
+    if run.extra_teachers:
+        return "several teachers are averaged live"
     if getattr(run.tokenizer, "padding_side", "right") != "right":
         return "the tokenizer pads on the left"
     return None
@@ -500,8 +571,8 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
 
         runner, train_set, frozen = CachedTeacher(), cached, []
     else:
-        runner = TeacherRunner(teacher, module) if module.needs_teacher else None
-        train_set, frozen = run.tok["train"], [teacher]
+        runner = TeacherRunner(teacher, module, run.extra_teachers) if module.needs_teacher else None
+        train_set, frozen = run.tok["train"], [teacher, *run.extra_teachers]
     engine = Engine(cfg.train, out_dir, module, train_set, run.collate, eval_datasets=run.evals,
                     compute_metrics=task_metric_fn(task), main_metric=task.main_metric,
                     prepare_batch=runner, frozen=frozen, export_fn=export, resume=resume, run_name="distill")

@@ -6,6 +6,10 @@ A caller hands the engine a trainable ``nn.Module`` whose ``forward(batch)`` ret
 (projections, MI critics) — lives inside that module, so it is optimised, synchronised across processes and
 checkpointed together; the caller's ``export_fn`` decides what is exported (the student only).
 
+Optional hooks: a module with ``set_progress(p)`` is told the training progress p = global step / total steps before
+every batch (KD schedules); a training set with ``set_epoch(e)`` is told the epoch before it is iterated (e.g. to
+regenerate augmented copies). Both are pure functions of the step/epoch, so resumed runs see the same values.
+
 A teacher is not part of the trainable module: pass it as ``frozen`` (moved to the device, kept in eval mode) and
 compute its outputs in ``prepare_batch(batch)``, which the engine calls under ``torch.no_grad()`` (not
 ``inference_mode``: inference tensors cannot be saved for the student's backward) and autocast.
@@ -122,6 +126,25 @@ def list_checkpoints(output_dir: str) -> list[str]:
             except ValueError:
                 continue
     return [p for _, p in sorted(found)]
+
+
+OPTIMIZERS = ("auto", "adamw", "adamw_foreach", "adamw_fused")
+
+
+def make_optimizer(module: nn.Module, args, device) -> torch.optim.Optimizer:
+    """AdamW over ``module``'s trainable parameters (no weight decay on biases and LayerNorm weights).
+
+    ``args.optim``: ``adamw_fused`` (one fused kernel for all parameters; on this project's 2-core CPU it takes the
+    optimizer step of a 10 M-parameter student from ~42 ms to ~12 ms), ``adamw_foreach``, ``adamw`` (the per-parameter
+    loop) or ``auto`` (fused on CPU and CUDA, else foreach).
+    """
+    name = getattr(args, "optim", "auto") or "auto"
+    if name not in OPTIMIZERS:
+        raise DistillerError(f"train.optim '{name}' must be one of {', '.join(OPTIMIZERS)}")
+    if name == "auto":
+        name = "adamw_fused" if torch.device(device).type in ("cpu", "cuda") else "adamw_foreach"
+    kwargs = {"adamw_fused": {"fused": True}, "adamw_foreach": {"foreach": True}, "adamw": {"foreach": False}}[name]
+    return torch.optim.AdamW(_param_groups(module, args.weight_decay), lr=args.lr, eps=1e-8, **kwargs)
 
 
 def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
@@ -348,6 +371,7 @@ class Engine:
 
         if len(train_dataset) == 0:
             raise DistillerError("the training set is empty")
+        self.train_dataset = train_dataset
         self.length_sampler = None
         if getattr(args, "group_by_length", False):
             self.length_sampler = LengthGroupedBatchSampler(_example_lengths(train_dataset), args.batch_size,
@@ -372,7 +396,7 @@ class Engine:
                 p.requires_grad_(False)
 
         self.module = module
-        optimizer = torch.optim.AdamW(_param_groups(module, args.weight_decay), lr=args.lr, eps=1e-8)
+        optimizer = make_optimizer(module, args, accelerator.device)
         prepared = accelerator.prepare(module, optimizer, train_loader, *eval_loaders)
         self.model, self.optimizer, self.train_loader = prepared[:3]
         self.eval_loaders = list(prepared[3:])
@@ -559,6 +583,8 @@ class Engine:
         while self.state["global_step"] < total:
             epoch = self.state["epoch"]
             self.train_loader.set_epoch(epoch)
+            if hasattr(self.train_dataset, "set_epoch"):  # e.g. augmented copies regenerated every N epochs
+                self.train_dataset.set_epoch(epoch)
             if self.length_sampler is not None:
                 self.length_sampler.set_epoch(epoch)
             skip = self.state["batches_in_epoch"]
@@ -573,6 +599,8 @@ class Engine:
             else:
                 iterator = iter(loader)
             for batch in iterator:
+                if hasattr(self.module, "set_progress"):  # KD schedules (temperature, loss weights)
+                    self.module.set_progress(self.state["global_step"] / total)
                 with acc.accumulate(self.model):
                     if self.prepare_batch is not None:
                         with torch.no_grad(), acc.autocast():

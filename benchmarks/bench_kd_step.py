@@ -4,21 +4,26 @@
 Protocol (fixed before the first measured run):
 - models of the real shapes: teacher = the packaged MiniLM-L6-H384 with a 3-way classifier (6 × 384, 12 heads),
   student = ``layers=3,hidden=256,heads=8,intermediate=1024`` (random weights: timing only);
-- batch 32 × 64 tokens (random token ids, no padding), 3 classes; fp32 on the CPU, AdamW (lr 1e-4);
+- batch 32 × 64 tokens (random token ids, no padding), 3 classes; fp32 on the CPU, AdamW (lr 1e-4, ``foreach``
+  implementation, for every variant compared fp32-vs-fp32);
 - losses: soft cross-entropy at T=4 on logits + hidden MSE on 3 matched layers (student 1/2/3 ↔ teacher 2/4/6)
   through learned Linear(256→384) projections;
 - variants, each in its own process (for its peak RSS), 3 repeats interleaved:
   ``floor`` (teacher forward under no_grad keeping only layers 2/4/6 + a plain student step: forward, CE on labels,
   backward, AdamW), ``student`` (the plain student step alone), ``ours_live`` and ``ours_cached`` (``distill``'s
-  module on the shared engine, teacher run every step / read from a float16 cache), ``textbrewer`` (TextBrewer
-  0.2.1 ``GeneralDistiller`` with ``intermediate_matches``, ``output_hidden_states=True``);
+  module on the shared engine, teacher run every step / read from a float16 cache), ``ours_live_defaults`` and
+  ``ours_cached_defaults`` (the same with our defaults: ``optim: auto`` = fused AdamW; precision auto = fp32 on
+  this CPU, whose bf16 is slow), ``textbrewer`` (TextBrewer 0.2.1 ``GeneralDistiller`` with
+  ``intermediate_matches``, ``output_hidden_states=True``);
 - each run does 3 warm-up steps, then times 20 steps between consecutive student forward calls.
 Reported: examples/s (mean ± std), peak RSS, ratios, overhead over the floor, MFU = model FLOPs per second (teacher
 forward + 3 × student forward) over the measured fp32 matmul peak (2048², same run).
 
 TextBrewer is installed into ``benchmarks/.textbrewer`` (its own directory, ``pip install --target``, no
 dependencies: it needs only torch, numpy, tqdm and tensorboard, which the project has); it is never a dependency of
-the toolkit. Usage: ``python benchmarks/bench_step.py`` → ``benchmarks/results/step.{json,md}``.
+the toolkit. Usage: ``python benchmarks/bench_kd_step.py`` → ``benchmarks/results/bench_kd_step.{json,md}``;
+``--profile`` instead runs the floor and ours (live) once each under ``torch.profiler`` →
+``benchmarks/results/profile_kd_step.md``.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ BATCH, SEQ, LABELS, STEPS, WARMUP, TEMP = 32, 64, 3, 20, 3, 4.0
 if os.environ.get("BENCH_STEP_SMOKE"):  # a seconds-long correctness check of every variant, not a measurement
     STEPS, WARMUP = 2, 1
 PAIRS = [(2, 1), (4, 2), (6, 3)]  # (teacher layer, student layer)
-VARIANTS = ("floor", "student", "ours_live", "ours_cached", "textbrewer")
+VARIANTS = ("floor", "student", "ours_live", "ours_cached", "ours_live_defaults", "ours_cached_defaults", "textbrewer")
 
 
 def _models():
@@ -91,7 +96,7 @@ def run_floor(plain: bool):
 
     teacher, student = _models()
     ids, labels = _data(WARMUP + STEPS + 1, teacher.config.vocab_size)
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-4, foreach=True)
     timer = StepTimer()
     student.register_forward_pre_hook(timer)
     mask = torch.ones(BATCH, SEQ, dtype=torch.long)
@@ -107,7 +112,7 @@ def run_floor(plain: bool):
     return timer.seconds_per_step()
 
 
-def run_ours(cached: bool):
+def run_ours(cached: bool, defaults: bool = False):
     import datasets
 
     from distiller_nlp.config import KDConfig, MatchConfig, TrainArgs
@@ -136,7 +141,8 @@ def run_ours(cached: bool):
     timer = StepTimer()
     module.register_forward_pre_hook(timer)
     args = TrainArgs(max_steps=n, batch_size=BATCH, lr=1e-4, precision="no", report_to="none", logging_steps=1000,
-                     warmup_ratio=0.0, max_grad_norm=0.0, cpu=True)
+                     warmup_ratio=0.0, max_grad_norm=0.0, cpu=True,
+                     optim="auto" if defaults else "adamw_foreach")
     with tempfile.TemporaryDirectory() as out:
         Engine(args, out, module, ds, make_collator(tok), prepare_batch=runner, frozen=frozen).train()
     return timer.seconds_per_step()
@@ -166,24 +172,73 @@ def run_textbrewer():
         distill_cfg = DistillationConfig(temperature=TEMP, kd_loss_type="ce", hard_label_weight=0,
                                          intermediate_matches=matches)
         distiller = GeneralDistiller(train_cfg, distill_cfg, teacher, student, adaptor, adaptor)
-        opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW(student.parameters(), lr=1e-4, foreach=True)
         with distiller:
             distiller.train(opt, batches, num_steps=n, output_hidden_states=True)
     return timer.seconds_per_step()
 
 
-def child(variant: str) -> None:
+def child(variant: str, profile_to: str = "") -> None:
     import torch
 
     torch.manual_seed(0)
+    if profile_to:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            child(variant)
+        ev = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in ev)
+        rows = sorted(ev, key=lambda e: e.self_cpu_time_total, reverse=True)
+        syncs = sum(e.count for e in ev if e.key in ("aten::item", "aten::_local_scalar_dense"))
+        with open(profile_to, "w") as fh:
+            json.dump({"variant": variant, "steps": WARMUP + STEPS + 1, "total_self_cpu_us": total,
+                       "item_calls": syncs,
+                       "top": [{"op": e.key, "calls": e.count, "self_cpu_us": e.self_cpu_time_total,
+                                "share": e.self_cpu_time_total / total} for e in rows[:15]]}, fh)
+        return
     if variant in ("floor", "student"):
         sec = run_floor(plain=variant == "student")
-    elif variant in ("ours_live", "ours_cached"):
-        sec = run_ours(cached=variant == "ours_cached")
+    elif variant.startswith("ours_"):
+        sec = run_ours(cached=variant.startswith("ours_cached"), defaults=variant.endswith("_defaults"))
     else:
         sec = run_textbrewer()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"variant": variant, "s_per_step": sec, "examples_per_s": BATCH / sec, "peak_rss_mb": rss_mb}))
+
+
+def profile_main() -> int:
+    """Run the floor and ours (live) under torch.profiler, one process each; write the op tables side by side."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in ("floor", "ours_live", "ours_cached", "student"):
+            path = os.path.join(tmp, v + ".json")
+            run = subprocess.run([sys.executable, __file__, "--child", v, "--profile-to", path], env=env,
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                print(run.stderr[-3000:], file=sys.stderr)
+                return 1
+            with open(path) as fh:
+                res[v] = json.load(fh)
+    md = [f"# torch.profiler: one distillation step, fp32, batch {BATCH} × {SEQ} ({WARMUP + STEPS + 1} steps each)", "",
+          "Self CPU time per op over the whole run (model load excluded); `item` = host syncs "
+          "(`aten::item` / `_local_scalar_dense` calls).", ""]
+    for v, r in res.items():
+        steps = r["steps"]
+        md += [f"## {v}: {r['total_self_cpu_us'] / 1e3 / steps:.0f} ms self CPU per step, "
+               f"{r['item_calls'] / steps:.1f} host syncs per step", "", "| op | calls/step | ms/step | share |",
+               "|---|---|---|---|"]
+        md += [f"| `{t['op']}` | {t['calls'] / steps:.1f} | {t['self_cpu_us'] / 1e3 / steps:.1f} | "
+               f"{t['share'] * 100:.1f}% |" for t in r["top"]]
+        md.append("")
+    out = os.path.join(HERE, "results", "profile_kd_step")
+    with open(out + ".json", "w") as fh:
+        json.dump(res, fh, indent=2)
+    with open(out + ".md", "w") as fh:
+        fh.write("\n".join(md))
+    print("\n".join(md))
+    return 0
 
 
 def matmul_peak() -> float:
@@ -208,12 +263,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", choices=VARIANTS)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=os.path.join(HERE, "results", "step"))
+    p.add_argument("--out", default=os.path.join(HERE, "results", "bench_kd_step"))
     p.add_argument("--report-only", action="store_true", help="rebuild the tables from the saved JSON's runs")
+    p.add_argument("--profile", action="store_true", help="profile the floor and ours (live) with torch.profiler")
+    p.add_argument("--profile-to", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child)
+        child(args.child, args.profile_to)
         return 0
+    if args.profile:
+        return profile_main()
     saved = None
     if args.report_only:
         with open(args.out + ".json") as fh:
@@ -250,13 +309,14 @@ def main(argv=None) -> int:
         summary[v] = {"examples_per_s": float(eps.mean()), "examples_per_s_std": float(eps.std(ddof=1)),
                       "peak_rss_mb": float(np.mean([x["peak_rss_mb"] for x in rows])),
                       # MFU counts the work the variant really does: no teacher forward when it is cached
-                      "mfu": float((student_flops + (0 if v in ("student", "ours_cached") else teacher_flops))
+                      "mfu": float((student_flops + (0 if v == "student" or "cached" in v else teacher_flops))
                                    / sps.mean() / peak)}
     tb = summary["textbrewer"]["examples_per_s"]
     floor = summary["floor"]["examples_per_s"]
     student = summary["student"]["examples_per_s"]
-    for v in ("ours_live", "ours_cached"):
-        summary[v]["ratio_vs_textbrewer"] = summary[v]["examples_per_s"] / tb
+    for v in ("ours_live", "ours_cached", "ours_live_defaults", "ours_cached_defaults"):
+        if v in summary:
+            summary[v]["ratio_vs_textbrewer"] = summary[v]["examples_per_s"] / tb
     summary["ours_live"]["overhead_over_floor"] = floor / summary["ours_live"]["examples_per_s"] - 1
     summary["ours_cached"]["time_vs_plain_student_step"] = student / summary["ours_cached"]["examples_per_s"]
     result = {"protocol": __doc__.split("Usage")[0].strip(), "runs": runs, "summary": summary,
@@ -267,12 +327,18 @@ def main(argv=None) -> int:
         json.dump(result, fh, indent=2)
     lines = ["| variant | examples/s | peak RSS (MB) | MFU | vs TextBrewer | note |", "|---|---|---|---|---|---|"]
     for v in VARIANTS:
+        if v not in summary:
+            continue
         s = summary[v]
         note = ""
         if v == "ours_live":
             note = f"overhead over the floor {s['overhead_over_floor'] * 100:+.1f}% (goal ≤ 8%)"
         if v == "ours_cached":
             note = f"{s['time_vs_plain_student_step']:.2f} × the plain student step's time (goal ≤ 1.10)"
+        if v == "ours_live_defaults":
+            note = "our defaults (fused AdamW; fp32, since bf16 is slow on this CPU): goal ≥ 1.8 × TextBrewer"
+        if v == "ours_cached_defaults":
+            note = "our defaults + cached teacher: goal ≥ 2.5 × TextBrewer"
         ratio = f"{s['ratio_vs_textbrewer']:.2f}×" if "ratio_vs_textbrewer" in s else ""
         mfu = f"{s['mfu'] * 100:.1f}%"
         lines.append(f"| {v} | {s['examples_per_s']:.1f} ± {s['examples_per_s_std']:.1f} | {s['peak_rss_mb']:.0f} | "

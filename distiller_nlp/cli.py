@@ -77,6 +77,10 @@ DISTILL_FLAGS = {
                 "augmentation pipeline, comma-separated stages in order (e.g. random)"),
     "aug_p": ("augment.aug_p", float, "fraction of words an augmentation stage changes, in (0, 1]"),
     "aug_copies": ("augment.copies", int, "augmented copies per training example"),
+    "reaug_every": ("augment.reaug_every", int, "regenerate the augmented copies every N epochs (0 = once)"),
+    "repeated_aug": ("augment.repeated_aug", int, "k > 1: each batch holds examples with k - 1 augmented copies"),
+    "aug_param": ("augment.params", "append", "stage parameter STAGE.KEY=VALUE, e.g. contextual.model=runs/mlm "
+                  "(repeatable)"),
     "mixup": ("kd.mixup", bool, "MixUp on word embeddings (batch = originals + mixed copies)"),
 }
 
@@ -178,6 +182,13 @@ def _overrides(args: argparse.Namespace, *tables: dict) -> dict:
             value = getattr(args, dest, None)
             if value is not None:
                 out[key] = value
+    for item in out.pop("augment.params", None) or []:
+        from distiller_nlp.config import parse_set_option
+
+        key, value = parse_set_option(item)
+        if "." not in key:
+            raise DistillerError(f"--aug-param expects STAGE.KEY=VALUE, got '{item}'")
+        out[f"augment.params.{key}"] = value
     if isinstance(out.get("teacher"), list):  # --teacher A --teacher B: A, plus B averaged with it
         teachers = out.pop("teacher")
         out["teacher"] = teachers[0]

@@ -162,6 +162,8 @@ class AugmentConfig:
     copies: int = 1
     seed: int = 0
     params: dict = field(default_factory=dict)  # per stage, e.g. {random: {action: delete}}
+    reaug_every: int = 0  # > 0: new augmented copies every N epochs (Distiller's num_reaug); 0 = made once
+    repeated_aug: int = 1  # k > 1: k − 1 copies per example, kept in the same batch as their original
 
 
 @dataclass

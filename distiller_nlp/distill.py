@@ -413,12 +413,19 @@ def _setup(cfg: DistillConfig):
                               max_train_examples=d.max_train_examples or None,
                               max_eval_examples=d.max_eval_examples or None, seed=cfg.train.seed)
     n_original = len(ds["train"])
-    if cfg.augment.stages:
+    a = cfg.augment
+    online = bool(a.stages) and (a.reaug_every > 0 or a.repeated_aug > 1)
+    if a.reaug_every < 0 or a.repeated_aug < 1:
+        raise DistillerError(f"augment.reaug_every must be >= 0 and augment.repeated_aug >= 1, got {a.reaug_every} "
+                             f"and {a.repeated_aug}")
+    if (a.reaug_every > 0 or a.repeated_aug > 1) and not a.stages:
+        raise DistillerError("augment.reaug_every / augment.repeated_aug need augmentation stages (augment.stages)")
+    originals = ds["train"]
+    if a.stages and not online:
         import datasets
 
         from distiller_nlp.augment import augment_dataset
 
-        a = cfg.augment
         extra = augment_dataset(ds["train"], a.stages, aug_p=a.aug_p, copies=a.copies, seed=a.seed, params=a.params)
         ds["train"] = datasets.concatenate_datasets([ds["train"], extra])
         logger.info("augmentation %s: %d original + %d augmented training examples", "+".join(a.stages),
@@ -444,13 +451,32 @@ def _setup(cfg: DistillConfig):
     if extra_teachers and not module.needs_teacher_logits:
         raise DistillerError("several teachers average their soft targets: set kd.pred_loss and kd.kd_weight")
     tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length)
+    train_set = tok["train"]
+    if online:
+        from distiller_nlp.augment import augment_dataset, build_augmenter
+        from distiller_nlp.augment.online import AugmentedTrainSet, round_seed
+
+        for name in a.stages:  # validate stages and aug_p now, not at the first epoch
+            build_augmenter(name, a.aug_p, a.params.get(name))
+        copies = a.repeated_aug - 1 if a.repeated_aug > 1 else a.copies
+
+        def make_round(r: int):
+            aug = augment_dataset(originals, a.stages, aug_p=a.aug_p, copies=copies, seed=round_seed(a.seed, r),
+                                  params=a.params)
+            return tokenize_dataset(aug, tokenizer, max_length=cfg.train.max_length)
+
+        train_set = AugmentedTrainSet(tok["train"], make_round, copies, reaug_every=a.reaug_every,
+                                      repeated_aug=a.repeated_aug)
+        logger.info("augmentation %s: %d original + %d augmented training examples, regenerated every %s epochs%s",
+                    "+".join(a.stages), n_original, n_original * copies, a.reaug_every or "∞",
+                    f", {a.repeated_aug} versions of each example per batch" if a.repeated_aug > 1 else "")
     from distiller_nlp.teacher_cache import DTYPES
 
     if cfg.teacher_cache_dtype not in DTYPES:
         raise DistillerError(f"teacher_cache_dtype '{cfg.teacher_cache_dtype}' must be one of {', '.join(DTYPES)}")
     return SimpleNamespace(cache_dtype=cfg.teacher_cache_dtype, n_original=n_original, task=task,
                            teacher_path=teacher_path, teacher=teacher, extra_teachers=extra_teachers,
-                           tokenizer=tokenizer,
+                           tokenizer=tokenizer, train_set=train_set, online_augment=online,
                            student=student, module=module, tok=tok, evals=eval_splits(tok, task),
                            collate=make_collator(tokenizer, is_regression=task.is_regression))
 
@@ -463,6 +489,8 @@ def _cache_problem(run) -> Optional[str]:
         return "MixUp makes new teacher inputs every step"
     if run.extra_teachers:
         return "several teachers are averaged live"
+    if run.online_augment:
+        return "augmented copies change during training (augment.reaug_every / augment.repeated_aug)"
     if getattr(run.tokenizer, "padding_side", "right") != "right":
         return "the tokenizer pads on the left"
     return None
@@ -572,7 +600,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
         runner, train_set, frozen = CachedTeacher(), cached, []
     else:
         runner = TeacherRunner(teacher, module, run.extra_teachers) if module.needs_teacher else None
-        train_set, frozen = run.tok["train"], [teacher, *run.extra_teachers]
+        train_set, frozen = run.train_set, [teacher, *run.extra_teachers]
     engine = Engine(cfg.train, out_dir, module, train_set, run.collate, eval_datasets=run.evals,
                     compute_metrics=task_metric_fn(task), main_metric=task.main_metric,
                     prepare_batch=runner, frozen=frozen, export_fn=export, resume=resume, run_name="distill")
@@ -585,7 +613,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
         metrics.update({f"teacher_{k}": v for k, v in t_info.items()})
         metrics["flops_ratio"] = round(encoder_flops_from_config(student.config, 128)
                                        / encoder_flops_from_config(teacher.config, 128), 4)
-        metrics["train_examples"] = len(run.tok["train"])
+        metrics["train_examples"] = len(run.train_set)
         metrics["train_examples_original"] = run.n_original
         metrics["teacher_cached"] = cached is not None
         metrics["teacher_cache_s"] = round(t_cache, 3) if cached is not None else 0.0  # computing or loading it

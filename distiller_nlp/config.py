@@ -189,6 +189,15 @@ class FinetuneConfig:
 
 
 @dataclass
+class TeacherFinetuneConfig:
+    """First stage of ``distiller-nlp run``: fine-tune ``teacher`` on the task when it has no classifier for it
+    (``when: auto``), always, or never (then a teacher without a classifier is an error)."""
+
+    when: str = "auto"  # auto | always | never
+    train: TrainArgs = field(default_factory=lambda: TrainArgs(epochs=3.0, lr=2e-5))
+
+
+@dataclass
 class DistillConfig:
     """``distiller-nlp distill``: the whole run."""
 
@@ -205,6 +214,15 @@ class DistillConfig:
     trust_remote_code: bool = False
     teacher_cache: str = "off"  # off | auto | DIR written by `distiller-nlp cache-teacher`
     teacher_cache_dtype: str = "float16"  # float16 (half the disk) | float32 (bit-faithful)
+    # ``distiller-nlp run`` only: the stages around distillation
+    teacher_finetune: TeacherFinetuneConfig = field(default_factory=TeacherFinetuneConfig)
+    predict_test: bool = True  # write GLUE-format predictions for the task's unlabelled test split(s)
+    # several distillation stages in sequence (e.g. TinyBERT's intermediate-layer then prediction-layer stage): each
+    # a partial recipe merged onto this one (``name`` labels it); stage i+1 starts from stage i's student
+    stages: list[dict] = field(default_factory=list)
+    # task-agnostic (general) distillation: labels unused, only intermediate matches (hidden / attention_scores);
+    # the teacher needs no classifier; the model is selected by the held-out distillation loss
+    general: bool = False
 
 
 # ------------------------------------------------------------------------------------------------ strict loading
@@ -282,14 +300,26 @@ def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
     if data is None:
         data = {}
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
-        if key not in names:
-            known = ", ".join(sorted(names))
+        if key not in fields:
+            known = ", ".join(sorted(fields))
             raise DistillerError(f"unknown key '{prefix}{key}' in {source} (known keys here: {known})")
+        factory = fields[key].default_factory
+        if isinstance(value, dict) and dataclasses.is_dataclass(hints[key]) and factory is not dataclasses.MISSING:
+            # a section given in part keeps the parent's defaults for the rest (e.g. teacher_finetune.train.lr)
+            value = deep_merge(to_dict(factory()), value)
         kwargs[key] = _coerce(value, hints[key], prefix + key, source)
     return cls(**kwargs)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """``base`` updated by ``update``, recursively for mappings (lists and scalars are replaced)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def to_dict(obj) -> dict:

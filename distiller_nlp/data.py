@@ -1183,15 +1183,16 @@ def write_glue_tsv(dataset, path: str | os.PathLike, task: str | TaskSpec) -> Pa
 
 
 def make_tweets_sst2(out_dir: str | os.PathLike, *, overwrite: bool = False) -> dict[str, int]:
-    """Write the packaged tweets as a GLUE SST-2 directory: ``train.tsv``, ``dev.tsv`` (``sentence\\tlabel``).
+    """Write the packaged tweets as a GLUE SST-2 directory: ``train.tsv``, ``dev.tsv`` (``sentence\\tlabel``) and, as
+    GLUE ships it, an unlabelled ``test.tsv`` (``index\\tsentence``, from the tweets' test split).
 
     Binary sentiment: neutral tweets are dropped, negative → 0, positive → 1. Uses the same de-duplication and fixed
     split as the ``tweets`` task: ``train.tsv`` from its train split, ``dev.tsv`` from its validation split. Read it
     back with ``load_task_data("sst2", data_dir=out_dir)``. Existing files are an error unless ``overwrite``.
-    Returns the row counts ``{"train": n, "dev": n}``.
+    Returns the row counts ``{"train": n, "dev": n, "test": n}``.
     """
     out = Path(out_dir)
-    targets = {"train": out / "train.tsv", "dev": out / "dev.tsv"}
+    targets = {"train": out / "train.tsv", "dev": out / "dev.tsv", "test": out / "test.tsv"}
     if not overwrite:
         for p in targets.values():
             if p.exists():
@@ -1210,4 +1211,12 @@ def make_tweets_sst2(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
         )
         write_glue_tsv(ds, targets[name], sst2)
         counts[name] = len(ds)
+    test = dd[spec.test_splits[0]].filter(lambda b: [x != neutral for x in b[LABEL]], batched=True)
+    fd, tmp = tempfile.mkstemp(prefix=".test.tsv-", dir=out)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write("index\tsentence\n")
+        for i, t in enumerate(test[TEXT]):
+            f.write(f"{i}\t{_tsv_cell(t)}\n")
+    os.replace(tmp, targets["test"])
+    counts["test"] = len(test)
     return counts

@@ -138,9 +138,11 @@ class DistillModule(nn.Module):
     """
 
     def __init__(self, student: nn.Module, kd: KDConfig, matches: list[ResolvedMatch], teacher_config,
-                 is_regression: bool = False):
+                 is_regression: bool = False, general: bool = False):
         super().__init__()
         self.student = student
+        self.general = general  # evaluation = held-out distillation loss (see ``predict``)
+        self._eval_teacher = None
         self.kd = kd
         self.matches = matches
         self.is_regression = is_regression
@@ -232,7 +234,19 @@ class DistillModule(nn.Module):
     def needs_teacher(self) -> bool:
         return self.needs_teacher_logits or bool(self.matches)
 
+    def set_eval_teacher(self, runner) -> None:
+        """General distillation: the teacher runner ``predict`` uses on held-out batches (kept out of the module's
+        parameters and checkpoints)."""
+        object.__setattr__(self, "_eval_teacher", runner)
+
     def predict(self, batch: dict) -> torch.Tensor:
+        """Logits of the student; in general distillation, the batch's distillation loss for each example (the
+        engine's metric is then its mean, lower is better)."""
+        if self.general:
+            if self._eval_teacher is None:
+                raise DistillerError("general distillation: no teacher for evaluation (set_eval_teacher)")
+            loss = self.forward(self._eval_teacher(batch))["loss"].float()
+            return loss.reshape(1, 1).expand(batch["input_ids"].shape[0], 1)
         return self.student(**model_inputs(batch)).logits
 
     def _pred_loss(self, logits, teacher_logits, labels, temperature: float):
@@ -431,7 +445,23 @@ def _setup(cfg: DistillConfig):
         logger.info("augmentation %s: %d original + %d augmented training examples", "+".join(a.stages),
                     n_original, len(extra))
     teacher_path = resolve_model_path(cfg.teacher)
-    teacher = load_teacher_for_task(teacher_path, task, trust_remote_code=cfg.trust_remote_code)
+    if cfg.general:
+        kd = cfg.kd
+        if (kd.pred_loss != "none" and kd.kd_weight) or kd.hard_label_weight or kd.mixup:
+            raise DistillerError("general (task-agnostic) distillation uses intermediate matches only: set "
+                                 "kd.pred_loss none, kd.hard_label_weight 0 and kd.mixup false")
+        if not kd.intermediate and kd.mapping is None:
+            raise DistillerError("general distillation needs intermediate matches (kd.intermediate or kd.mapping)")
+        if cfg.teachers:
+            raise DistillerError("general distillation takes one teacher")
+        from distiller_nlp.models import load_backbone_for_finetune
+
+        # any encoder: its classifier (new or not) is never used
+        teacher = load_backbone_for_finetune(teacher_path, task, trust_remote_code=cfg.trust_remote_code).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    else:
+        teacher = load_teacher_for_task(teacher_path, task, trust_remote_code=cfg.trust_remote_code)
     tokenizer = load_tokenizer(teacher_path, trust_remote_code=cfg.trust_remote_code)
     extra_teachers = []
     for name in cfg.teachers:
@@ -445,7 +475,8 @@ def _setup(cfg: DistillConfig):
     student = build_student(teacher, shape=shape, student=cfg.student or None, init=cfg.student_init, task=task,
                             seed=cfg.train.seed)
     matches = resolve_matches(cfg.kd, teacher.config, student.config, source="the KD config")
-    module = DistillModule(student, cfg.kd, matches, teacher.config, is_regression=task.is_regression)
+    module = DistillModule(student, cfg.kd, matches, teacher.config, is_regression=task.is_regression,
+                           general=cfg.general)
     if cfg.kd.mixup and not module.needs_teacher:
         raise DistillerError("kd.mixup needs a KD loss (the teacher labels the mixed examples): set kd.pred_loss")
     if extra_teachers and not module.needs_teacher_logits:
@@ -601,8 +632,17 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
     else:
         runner = TeacherRunner(teacher, module, run.extra_teachers) if module.needs_teacher else None
         train_set, frozen = run.train_set, [teacher, *run.extra_teachers]
+    metric_fn, main_metric, greater = task_metric_fn(task), task.main_metric, True
+    if cfg.general:
+        module.set_eval_teacher(TeacherRunner(teacher, module))
+        frozen = [teacher]
+
+        def metric_fn(preds, labels):
+            return {"distill_loss": float(preds.mean())}
+
+        main_metric, greater = "distill_loss", False
     engine = Engine(cfg.train, out_dir, module, train_set, run.collate, eval_datasets=run.evals,
-                    compute_metrics=task_metric_fn(task), main_metric=task.main_metric,
+                    compute_metrics=metric_fn, main_metric=main_metric, greater_is_better=greater,
                     prepare_batch=runner, frozen=frozen, export_fn=export, resume=resume, run_name="distill")
     result = engine.train()
     metrics = dict(result.metrics)

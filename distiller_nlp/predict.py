@@ -74,6 +74,74 @@ def evaluate_model(model_path: str, data: DataConfig, train: Optional[TrainArgs]
     return metrics
 
 
+def _split_logits(model_path: str, data: DataConfig, splits: list, train: TrainArgs,
+                  trust_remote_code: bool = False) -> dict:
+    """``{split: (task, logits)}`` of a saved model on each of ``splits`` (in file order)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    _, tok, task, model, collate = _load(model_path, data, train, trust_remote_code)
+    device = torch.device("cpu") if train.cpu or not torch.cuda.is_available() else torch.device("cuda")
+    model.to(device).eval()
+    out = {}
+    for split in splits:
+        if split not in tok:
+            raise DistillerError(f"split '{split}' not in task '{task.name}' (has: {', '.join(tok)})")
+        loader = DataLoader(tok[split], batch_size=train.eval_batch_size, shuffle=False, collate_fn=collate)
+        rows = []
+        with torch.no_grad():
+            for batch in loader:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                rows.append(model(**model_inputs(batch)).logits.float().cpu())
+        out[split] = (task, torch.cat(rows).numpy() if rows else np.zeros((0, max(1, task.num_labels))))
+    return out
+
+
+# GLUE benchmark submission files: task -> {test split: file name}; label format per task (ids or names)
+GLUE_FILES = {"cola": {"test": "CoLA.tsv"}, "sst2": {"test": "SST-2.tsv"}, "mrpc": {"test": "MRPC.tsv"},
+              "stsb": {"test": "STS-B.tsv"}, "qqp": {"test": "QQP.tsv"},
+              "mnli": {"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
+              "qnli": {"test": "QNLI.tsv"}, "rte": {"test": "RTE.tsv"}, "wnli": {"test": "WNLI.tsv"}}
+GLUE_LABEL_NAMES = ("mnli", "qnli", "rte")  # the GLUE server reads these by name, the others as ids
+
+
+def glue_submission(model_path: str, data: DataConfig, output_dir: str, train: Optional[TrainArgs] = None,
+                    trust_remote_code: bool = False) -> dict:
+    """Write GLUE-format test predictions (``index\tprediction``; ``CoLA.tsv``, ``MNLI-m.tsv``, ...) of a saved
+    model for every test split of the task present in the data; returns ``{split: path}`` (empty when the data has
+    no test split). Label names for MNLI/QNLI/RTE, ids for the other classification tasks, scores clipped to [0, 5]
+    for STS-B; other tasks get ``<task>.tsv`` with label names."""
+    from distiller_nlp.data import get_task, load_task_data
+
+    train = train or TrainArgs()
+    spec = get_task(data.task)
+    ds, _ = load_task_data(data.task, data_dir=data.data_dir or None, text_column=data.text_column or None,
+                           text_pair_column=data.text_pair_column or None, label_column=data.label_column or None)
+    files = GLUE_FILES.get(spec.name, {s: f"{spec.name}.tsv" if len(spec.test_splits) == 1 else f"{spec.name}-{s}.tsv"
+                                       for s in spec.test_splits})
+    splits = [s for s in files if s in ds and len(ds[s]) > 0]
+    if not splits:
+        return {}
+    os.makedirs(output_dir, exist_ok=True)
+    written = {}
+    for split, (task, logits) in _split_logits(model_path, data, splits, train, trust_remote_code).items():
+        path = os.path.join(output_dir, files[split])
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh, delimiter="\t")
+            w.writerow(["index", "prediction"])
+            if task.is_regression:
+                for i, v in enumerate(logits.reshape(-1)):
+                    w.writerow([i, f"{min(5.0, max(0.0, float(v))) if task.name == 'stsb' else float(v):.3f}"])
+            else:
+                by_name = task.name in GLUE_LABEL_NAMES or task.name not in GLUE_FILES
+                for i, k in enumerate(logits.argmax(-1)):
+                    w.writerow([i, task.label_names[int(k)] if by_name else int(k)])
+        os.replace(tmp, path)
+        written[split] = path
+    return written
+
+
 def predict_split(model_path: str, data: DataConfig, output_file: str, split: str = "test",
                   train: Optional[TrainArgs] = None, trust_remote_code: bool = False) -> int:
     """Write one prediction per example of ``split`` to a TSV (index, prediction, probabilities); returns the count.
@@ -81,7 +149,6 @@ def predict_split(model_path: str, data: DataConfig, output_file: str, split: st
     Labels are written by name for classification tasks (GLUE submission style) and as values for regression.
     """
     import torch
-    from torch.utils.data import DataLoader
 
     train = train or TrainArgs()
     if os.path.exists(output_file):
@@ -89,18 +156,7 @@ def predict_split(model_path: str, data: DataConfig, output_file: str, split: st
     parent = os.path.dirname(os.path.abspath(output_file))
     if not os.path.isdir(parent):
         raise DistillerError(f"directory of output file {output_file} does not exist")
-    _, tok, task, model, collate = _load(model_path, data, train, trust_remote_code)
-    if split not in tok:
-        raise DistillerError(f"split '{split}' not in task '{task.name}' (has: {', '.join(tok)})")
-    device = torch.device("cpu") if train.cpu or not torch.cuda.is_available() else torch.device("cuda")
-    model.to(device).eval()
-    loader = DataLoader(tok[split], batch_size=train.eval_batch_size, shuffle=False, collate_fn=collate)
-    rows = []
-    with torch.no_grad():
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            rows.append(model(**model_inputs(batch)).logits.float().cpu())
-    logits = torch.cat(rows).numpy() if rows else np.zeros((0, max(1, task.num_labels)))
+    task, logits = _split_logits(model_path, data, [split], train, trust_remote_code)[split]
     tmp = f"{output_file}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh, delimiter="\t")

@@ -23,17 +23,13 @@ from torch import nn
 
 from distiller_nlp.config import DistillConfig, KDConfig, MatchConfig, dump_yaml
 from distiller_nlp.core.capture import FeatureCapture
-from distiller_nlp.core.losses import get_loss, list_losses
+from distiller_nlp.core.losses import get_loss, list_losses, loss_kind
 from distiller_nlp.errors import DistillerError
 
 logger = logging.getLogger(__name__)
 
 PRED_LOSSES = ("kd", "soft_ce", "logits_mse", "nkd", "dkd", "none")
 HIDDEN_LOSSES = ("hidden_mse", "hidden_ce", "cosine", "pkd", "mi_alpha")
-# built-in losses that take logits, labels, q/k/v or landmarks, never (B, L, d) hidden states; a user-registered
-# loss is trusted to take (h_s, h_t, mask=...)
-NOT_HIDDEN = frozenset({"kd", "soft_ce", "logits_mse", "hard_ce", "nkd", "dkd", "bdkd", "uskd", "relation",
-                        "attention_score", "aloss", "landmark_main", "landmark_kd"})
 FEATURES = ("hidden", "attention_scores")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -87,8 +83,10 @@ def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = 
         if m.loss not in known:
             raise DistillerError(f"{where}.loss '{m.loss}' in {source} is not a registered loss "
                                  f"(known: {', '.join(sorted(known))})")
-        if m.feature == "hidden" and m.loss not in HIDDEN_LOSSES and m.loss in NOT_HIDDEN:
-            raise DistillerError(f"{where}.loss '{m.loss}' in {source} does not apply to hidden states")
+        # the registry says what each loss compares; a user loss registered without a kind is trusted
+        if m.feature == "hidden" and loss_kind(m.loss) not in ("hidden", "any"):
+            raise DistillerError(f"{where}.loss '{m.loss}' in {source} does not apply to hidden states "
+                                 f"(it compares {loss_kind(m.loss)})")
         if m.feature == "attention_scores" and m.loss != "attention_score":
             raise DistillerError(f"{where}: feature attention_scores needs loss attention_score, got '{m.loss}'")
         if m.proj not in ("auto", "linear", "none"):

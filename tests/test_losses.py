@@ -704,3 +704,23 @@ def test_mi_alpha_module_learns_dependence():
         loss.backward()
         opt.step()
     assert 1.5 < float(crit.last_bound) <= math.log(B) + 1e-6
+
+
+def test_registry_records_what_each_loss_compares():
+    from distiller_nlp.core.losses import loss_kind, register_loss, unregister_loss
+    from distiller_nlp.errors import DistillerError
+
+    assert loss_kind("kd") == "logits" and loss_kind("hidden_mse") == "hidden" and loss_kind("mi_alpha") == "hidden"
+    assert loss_kind("attention_score") == "qkv" and loss_kind("relation") == "qkv"
+    assert loss_kind("landmark_kd") == "landmarks"
+
+    @register_loss("user_hidden_test")
+    def user(h_s, h_t, mask=None):
+        return (h_s - h_t).abs().mean()
+
+    try:
+        assert loss_kind("user_hidden_test") == "any"  # user losses are trusted by default
+    finally:
+        unregister_loss("user_hidden_test")
+    with pytest.raises(DistillerError, match="kind"):
+        register_loss("bad_kind_test", kind="pixels")

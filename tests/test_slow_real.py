@@ -59,3 +59,22 @@ def test_demo_on_a_reduced_protocol(tmp_path, capsys):
     again = run_demo(str(tmp_path / "demo"), protocol=p)
     assert [r["eval_accuracy"] for r in again["rows"]] == [r["eval_accuracy"] for r in result["rows"]]
     assert "reusing" in capsys.readouterr().out
+
+
+def test_glue_sst2_recipe_offline_on_tweets(tmp_path):
+    """The issue's "done when" command: the SST-2 recipe, packaged teacher (fine-tuned by the recipe's first stage),
+    tweets as GLUE SST-2, the 3 × 256 student, --augment random; reduced sizes so it takes minutes."""
+    data = tmp_path / "sst2"
+    assert main(["make-tweets-sst2", str(data)]) == 0
+    out = tmp_path / "run"
+    recipe = os.path.join(os.path.dirname(__file__), "..", "recipes", "glue", "sst2.yaml")
+    assert main(["run", recipe, "--teacher", "minilm", "--data-dir", str(data),
+                 "--student-shape", "layers=3,hidden=256,heads=8,intermediate=1024", "--augment", "random",
+                 "--output-dir", str(out), "--max-train-examples", "1500", "--max-eval-examples", "600",
+                 "--epochs", "1", "--max-length", "64", "--report-to", "none",
+                 "--set", "teacher_finetune.train={epochs: 2, max_length: 64, lr: 5.0e-5, report_to: none}"]) == 0
+    summary = _metrics(out)
+    assert summary["teacher_eval"] > 0.8 and summary["student_eval"] > 0.7
+    assert summary["flops_ratio"] < 0.25
+    rows = (out / "predictions" / "SST-2.tsv").read_text().splitlines()
+    assert rows[0] == "index\tprediction" and len(rows) > 1000

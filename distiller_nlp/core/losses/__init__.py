@@ -29,7 +29,7 @@ name                 object                                       paper
 ``@register_loss("name")``.
 """
 
-from .registry import get_loss, is_stateful, list_losses, register_loss, unregister_loss
+from .registry import get_loss, is_stateful, list_losses, loss_kind, register_loss, unregister_loss
 from .logits import (
     balanced_kl_loss,
     dkd_loss,
@@ -74,6 +74,7 @@ __all__ = [
     "get_loss",
     "list_losses",
     "is_stateful",
+    "loss_kind",
     # logits
     "kd_loss",
     "soft_ce_loss",

@@ -61,7 +61,7 @@ def masked_mean(values: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Ten
 # ---------------------------------------------------------------------------------------------------- hidden losses
 
 
-@register_loss("hidden_mse")
+@register_loss("hidden_mse", kind="hidden")
 def hidden_mse_loss(h_s: torch.Tensor, h_t: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Hidden-state MSE (FitNets, Romero et al. 2015; TinyBERT, Jiao et al. 2020; Distiller's ``mse``).
 
@@ -74,7 +74,7 @@ def hidden_mse_loss(h_s: torch.Tensor, h_t: torch.Tensor, mask: Optional[torch.T
     return masked_mean(per_token, keep)
 
 
-@register_loss("hidden_ce")
+@register_loss("hidden_ce", kind="hidden")
 def hidden_ce_loss(
     h_s: torch.Tensor, h_t: torch.Tensor, mask: Optional[torch.Tensor] = None, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -91,7 +91,7 @@ def hidden_ce_loss(
     return masked_mean(per_token, keep)
 
 
-@register_loss("cosine")
+@register_loss("cosine", kind="hidden")
 def cosine_loss(h_s: torch.Tensor, h_t: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Cosine-embedding loss on hidden states (DistilBERT, Sanh et al. 2019; Distiller's ``cos``).
 
@@ -103,7 +103,7 @@ def cosine_loss(h_s: torch.Tensor, h_t: torch.Tensor, mask: Optional[torch.Tenso
     return masked_mean(per_token, keep)
 
 
-@register_loss("pkd")
+@register_loss("pkd", kind="hidden")
 def pkd_loss(h_s: torch.Tensor, h_t: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Patient KD (Sun, Cheng, Gan & Liu, EMNLP 2019, "Patient Knowledge Distillation for BERT Model Compression").
 
@@ -190,7 +190,7 @@ def score_divergence(
     raise DistillerError(f"{what}: kind must be 'mse' or 'kl', got {kind!r}")
 
 
-@register_loss("attention_score")
+@register_loss("attention_score", kind="qkv")
 def attention_score_loss(
     q_s: torch.Tensor,
     k_s: torch.Tensor,

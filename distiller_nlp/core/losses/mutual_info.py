@@ -173,7 +173,7 @@ _BOUNDS = ("mi_alpha", "infonce", "nwj", "tuba")
 _POOLS = ("cls", "mean")
 
 
-@register_loss("mi_alpha")
+@register_loss("mi_alpha", kind="hidden")
 class MIAlphaLoss(nn.Module):
     """MI-α intermediate distillation loss (He et al. 2021, "Distiller"; bound from Poole et al. 2019).
 

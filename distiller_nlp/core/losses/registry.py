@@ -29,6 +29,8 @@ LossObject = Union[Callable[..., "object"], type]
 _T = TypeVar("_T")
 
 _REGISTRY: dict[str, LossObject] = {}
+_KINDS: dict[str, str] = {}
+KINDS = ("any", "logits", "hidden", "qkv", "landmarks")
 
 
 def _check_name(name: object) -> str:
@@ -37,14 +39,20 @@ def _check_name(name: object) -> str:
     return name
 
 
-def register_loss(name: str, *, override: bool = False) -> Callable[[_T], _T]:
+def register_loss(name: str, *, override: bool = False, kind: str = "any") -> Callable[[_T], _T]:
     """Decorator registering a loss function or an ``nn.Module`` loss class under ``name``.
+
+    ``kind`` says what the loss compares, so pipelines can reject a misplaced loss early: ``logits`` (prediction
+    layer), ``hidden`` (``(h_s, h_t, mask=...)`` hidden states), ``qkv`` (attention queries/keys/values),
+    ``landmarks`` (regression outputs) or ``any`` (the default for user losses: trusted wherever it is used).
 
     Registering a name twice raises :class:`DistillerError` unless ``override=True`` (then the new object replaces the
     old one). The decorated object is returned unchanged, so the decorator can be stacked or used as
     ``register_loss("x")(fn)``.
     """
     _check_name(name)
+    if kind not in KINDS:
+        raise DistillerError(f"loss {name!r}: kind {kind!r} must be one of {', '.join(KINDS)}")
 
     def decorator(obj: _T) -> _T:
         if inspect.isclass(obj):
@@ -58,6 +66,7 @@ def register_loss(name: str, *, override: bool = False) -> Callable[[_T], _T]:
                 "pass override=True to replace it"
             )
         _REGISTRY[name] = obj
+        _KINDS[name] = kind
         return obj
 
     return decorator
@@ -66,7 +75,14 @@ def register_loss(name: str, *, override: bool = False) -> Callable[[_T], _T]:
 def unregister_loss(name: str) -> LossObject:
     """Remove ``name`` from the registry and return what was registered (unknown name -> :class:`DistillerError`)."""
     get_loss(name)
+    _KINDS.pop(name, None)
     return _REGISTRY.pop(name)
+
+
+def loss_kind(name: str) -> str:
+    """What a registered loss compares: ``logits``, ``hidden``, ``qkv``, ``landmarks`` or ``any``."""
+    get_loss(name)
+    return _KINDS.get(name, "any")
 
 
 def get_loss(name: str) -> LossObject:

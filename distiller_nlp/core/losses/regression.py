@@ -49,7 +49,7 @@ def assist_weights(
     return m, reflected
 
 
-@register_loss("aloss")
+@register_loss("aloss", kind="landmarks")
 def assistive_loss(
     student: torch.Tensor,
     target: torch.Tensor,
@@ -68,7 +68,7 @@ def assistive_loss(
     return (m * (reflected - student.float()).abs()).mean()
 
 
-@register_loss("landmark_main")
+@register_loss("landmark_main", kind="landmarks")
 def landmark_main_loss(student: torch.Tensor, target: torch.Tensor, tolerant: torch.Tensor) -> torch.Tensor:
     """KD-Loss main term per coordinate, with ``e = |x − x̂|`` and the tolerant distance ``d = |x − x_tol|``:
     ``3·e`` if ``e ≤ d`` else ``e² + 3d − d²`` (continuous at e = d); averaged over all coordinates."""
@@ -78,7 +78,7 @@ def landmark_main_loss(student: torch.Tensor, target: torch.Tensor, tolerant: to
     return torch.where(e <= d, 3 * e, e**2 + 3 * d - d**2).mean()
 
 
-@register_loss("landmark_kd")
+@register_loss("landmark_kd", kind="landmarks")
 def landmark_kd_loss(
     student: torch.Tensor,
     target: torch.Tensor,

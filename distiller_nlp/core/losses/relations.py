@@ -48,7 +48,7 @@ def relation_loss(
     return score_divergence(r_s, r_t, mask, kind, what="relation_loss")
 
 
-@register_loss("relation")
+@register_loss("relation", kind="qkv")
 def qkv_relation_loss(
     s: Mapping[str, torch.Tensor],
     t: Mapping[str, torch.Tensor],

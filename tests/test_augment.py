@@ -139,3 +139,32 @@ def test_distill_cli_with_mixup_refuses_a_cache(tiny_teacher, sst2_dir, tmp_path
     capsys.readouterr()
     assert main(args + ["--output-dir", str(tmp_path / "b"), "--teacher-cache", str(tmp_path)]) == 2
     assert "MixUp" in capsys.readouterr().err
+
+
+def test_synonym_action_needs_local_wordnet(monkeypatch, tmp_path):
+    """Without NLTK's WordNet data: a clear error naming the fix, never a download."""
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    with pytest.raises(DistillerError, match="nltk.downloader wordnet"):
+        build_augmenter("random", 0.3, {"action": "synonym"})
+
+
+def test_synonym_action_replaces_words_with_synonyms(monkeypatch):
+    from types import SimpleNamespace
+
+    from distiller_nlp.augment import random_words
+
+    table = {"quick": ["fast", "speedy"], "lazy": ["idle"]}
+
+    class FakeWordNet:
+        def synsets(self, word):
+            return [SimpleNamespace(lemmas=lambda w=word: [SimpleNamespace(name=lambda n=n: n)
+                                                          for n in table.get(w, [])])]
+
+    monkeypatch.setattr(random_words, "_wordnet", lambda: FakeWordNet())
+    aug = build_augmenter("random", 0.5, {"action": "synonym"})
+    out = aug.augment([TEXTS[0]], _rngs(1))[0].split()
+    src = TEXTS[0].split()
+    changed = [(a, b) for a, b in zip(src, out) if a != b]
+    assert len(out) == len(src) and changed and all(b in table[a] for a, b in changed)

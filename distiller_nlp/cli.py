@@ -5,7 +5,8 @@ command                Python function
 =====================  ===========================================================
 ``finetune-teacher``   :func:`distiller_nlp.teacher.finetune_teacher`
 ``distill``            :func:`distiller_nlp.distill.distill`
-``run RECIPE``         :func:`distiller_nlp.distill.distill` with the recipe file
+``run RECIPE``         :func:`distiller_nlp.pipeline.run_recipe` (every stage of the recipe)
+``train-mlm``          :func:`distiller_nlp.mlm.train_mlm` (a masked LM for the ``contextual`` augmenter)
 ``cache-teacher``      :func:`distiller_nlp.distill.cache_teacher`
 ``evaluate``           :func:`distiller_nlp.predict.evaluate_model`
 ``predict``            :func:`distiller_nlp.predict.predict_split`
@@ -28,6 +29,7 @@ import sys
 from typing import Callable, Optional
 
 from distiller_nlp.errors import DistillerError
+from distiller_nlp.mlm import add_train_mlm_parser, run_train_mlm
 from distiller_nlp.runs import is_main_process  # noqa: F401  (re-exported: vision_kd and autodistil use it)
 
 # flag dest -> dotted config key
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-shape", default="layers=3,hidden=256,heads=8,intermediate=1024")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--verbose", action="store_true")
+    add_train_mlm_parser(sub)
     return parser
 
 
@@ -214,6 +217,8 @@ def print_metrics(metrics: dict) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.command == "train-mlm":
+        return run_train_mlm(args)
     from distiller_nlp.config import DataConfig, DistillConfig, FinetuneConfig, TrainArgs, load_config
 
     if args.command == "finetune-teacher":

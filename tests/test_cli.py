@@ -92,9 +92,10 @@ train: {{max_steps: 4, batch_size: 8, precision: "no", report_to: none, max_leng
 """)
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--output-dir", str(out)]) == 0
-    m = read_metrics(out)
-    assert m["global_step"] == 4
-    keys = AutoModelForSequenceClassification.from_pretrained(out).state_dict().keys()
+    assert not (out / "teacher").exists()  # the teacher already has a classifier for the task: used as given
+    m = read_metrics(out / "student")
+    assert m["global_step"] == 4 and read_metrics(out)["student"] == str(out / "student")
+    keys = AutoModelForSequenceClassification.from_pretrained(out / "student").state_dict().keys()
     assert not any("critic" in k for k in keys)
 
 

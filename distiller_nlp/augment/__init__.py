@@ -11,7 +11,11 @@ stream is derived from (seed, copy, example index), so results do not depend on 
 cached by ``datasets`` fingerprint: the same data + pipeline + seed is computed once.
 
 Built in: ``random`` (:class:`~distiller_nlp.augment.random_words.RandomWordAugmenter`, EDA-style swap / delete /
-insert of words, our own code, no downloads).
+insert of words, our own code, no downloads); ``contextual``
+(:class:`~distiller_nlp.augment.contextual.ContextualAugmenter`, masked-LM substitution with top-p sampling from any
+``*ForMaskedLM`` checkpoint, param ``model``; ``distiller-nlp train-mlm`` fits one); ``back_translation``
+(:class:`~distiller_nlp.augment.back_translation.BackTranslationAugmenter`, en → pivot → en with two MarianMT-style
+checkpoints, params ``forward_model`` / ``backward_model``).
 """
 
 from __future__ import annotations
@@ -103,5 +107,7 @@ def augment_dataset(ds, stages: Sequence[str], aug_p: float = 0.3, copies: int =
 
 
 from distiller_nlp.augment import random_words  # noqa: E402,F401  (registers "random")
+from distiller_nlp.augment import contextual  # noqa: E402,F401  (registers "contextual")
+from distiller_nlp.augment import back_translation  # noqa: E402,F401  (registers "back_translation")
 
 __all__ = ["register_augmenter", "list_augmenters", "build_augmenter", "augment_texts", "augment_dataset"]

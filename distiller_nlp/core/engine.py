@@ -223,6 +223,12 @@ class GroupedBatchSampler:
             yield [i for g in perm[start:start + self.per_batch] for i in self.groups[g]]
 
 
+def _seeded_generator(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g
+
+
 def _example_lengths(dataset) -> np.ndarray:
     """Token counts of a tokenized ``datasets.Dataset`` (its ``input_ids`` column)."""
     if hasattr(dataset, "example_lengths"):
@@ -405,11 +411,15 @@ class Engine:
             if getattr(args, "group_by_length", False):
                 logger.info("group_by_length is off: repeated augmentation keeps each example's copies in one batch")
             self.length_sampler = GroupedBatchSampler(groups, args.batch_size, seed=args.seed)
-            train_loader = DataLoader(train_dataset, batch_sampler=self.length_sampler, collate_fn=collate_fn)
+            train_loader = DataLoader(train_dataset, batch_sampler=self.length_sampler, collate_fn=collate_fn,
+                                      generator=_seeded_generator(args.seed))
         elif getattr(args, "group_by_length", False):
             self.length_sampler = LengthGroupedBatchSampler(_example_lengths(train_dataset), args.batch_size,
                                                             seed=args.seed)
-            train_loader = DataLoader(train_dataset, batch_sampler=self.length_sampler, collate_fn=collate_fn)
+            # a generator of its own, so creating the iterator (lazily, inside accelerate) draws nothing from the
+            # global RNG and a resumed run keeps the same random stream (dropout, MixUp, masking)
+            train_loader = DataLoader(train_dataset, batch_sampler=self.length_sampler, collate_fn=collate_fn,
+                                      generator=_seeded_generator(args.seed))
         else:
             generator = torch.Generator()
             generator.manual_seed(args.seed)

@@ -130,12 +130,13 @@ def main(argv=None) -> int:
     p.add_argument("--mlm", default="runs/mlm_tweets", help="masked LM for the contextual stage (train-mlm)")
     p.add_argument("--workspace", default="runs/augmentation")
     p.add_argument("--out", default=os.path.join(HERE, "results", "augmentation"))
+    p.add_argument("--report-only", action="store_true", help="write the tables from the runs finished so far")
     args = p.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.teacher, "config.json")):
+    if not args.report_only and not os.path.isfile(os.path.join(args.teacher, "config.json")):
         print(f"error: no fine-tuned teacher at {args.teacher}: run `make demo` first", file=sys.stderr)
         return 2
     variants = [v for v in args.variants.split(",") if v]
-    if "contextual" in variants and not os.path.isfile(os.path.join(args.mlm, "config.json")):
+    if "contextual" in variants and not args.report_only and not os.path.isfile(os.path.join(args.mlm, "config.json")):
         print(f"error: no masked LM at {args.mlm}: run `distiller-nlp train-mlm --output-dir {args.mlm}` first",
               file=sys.stderr)
         return 2
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
     done = {(r["variant"], r["size"], r["seed"]) for r in rows}
     from distiller_nlp.runs import write_json_atomic
 
-    for size in [int(s) for s in args.sizes.split(",")]:
+    for size in [] if args.report_only else [int(s) for s in args.sizes.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for v in variants:
                 if (v, size, seed) in done:
@@ -187,6 +188,9 @@ def main(argv=None) -> int:
     md = ["# Augmentation and MixUp for the demo student on the tweets (mean ± std over seeds)", "",
           f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; measured {result['date']}. MixUp batches "
           "hold originals + mixed copies (twice the examples per step). Times come from a shared machine.", "",
+          "Planned: seeds 1, 2, 3 × {500, 5,000} tweets × the four variants; the `seeds` column counts the runs "
+          "finished so far (the benchmark is resumable and was still running when this table was written if a "
+          "row has fewer than 3). Protocol: see `benchmarks/augmentation.py`.", "",
           *lines, "", "![augmentation](augmentation.png)", ""]
     with open(args.out + ".md", "w") as fh:
         fh.write("\n".join(md))

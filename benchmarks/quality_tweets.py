@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     md = [f"# Teacher vs students on the tweets ({len(seeds)} seeds: {args.seeds})", "",
           f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; measured {result['date']}. "
           "Times include the per-epoch dev evaluation and were taken on a shared machine: compare speed in "
-          "step.md / teacher_cache.md, not here.", "", format_table(result), "",
+          "bench_kd_step.md / teacher_cache.md, not here.", "", format_table(result), "",
           "![accuracy vs FLOPs](quality_tweets.png)", ""]
     with open(args.out + ".md", "w") as fh:
         fh.write("\n".join(md))

@@ -2,8 +2,10 @@
 
 ``task-agnostic`` score (the default, AutoDistil's fully task-agnostic search): the held-out MiniLMv2 relation loss
 of the subnet against the teacher on unlabelled text (lower is better). ``task-proxy``: minus the validation metric
-of the inherited subnet after a short fine-tune on k labelled examples per class of a target task. The teacher's q/k/v of the held-out batches
-are computed once and reused for every candidate. Candidates come from every given SuperLM; those whose FLOPs
+of the inherited subnet after a short fine-tune on k labelled examples per class of a target task. The teacher's
+relations on the held-out set are computed once and reused for every candidate (:class:`HeldOutScorer`: sequences
+bucketed by length, only the last layer's q/k/v computed, shared layer prefixes, no autograd; same scores as the
+straightforward :class:`ReferenceHeldOutScorer`). Candidates come from every given SuperLM; those whose FLOPs
 (2 × multiply-adds, encoder, one sequence of ``max_length`` tokens) exceed the budget are never scored. Up to
 ``max_evals`` fitting candidates per SuperLM are scored exhaustively; larger spaces are searched with Optuna's TPE
 sampler for ``max_evals`` trials.
@@ -35,7 +37,7 @@ from .superlm import SUPERLM_FILE, load_superlm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Candidate", "find_superlms", "search", "pareto_front", "HeldOutScorer"]
+__all__ = ["Candidate", "find_superlms", "search", "pareto_front", "HeldOutScorer", "ReferenceHeldOutScorer"]
 
 
 @dataclass
@@ -93,8 +95,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-class HeldOutScorer:
-    """Mean relation loss of a SuperLM's active subnet over fixed held-out batches (teacher q/k/v cached once)."""
+class ReferenceHeldOutScorer:
+    """The straightforward scorer (kept as the reference the fast :class:`HeldOutScorer` is tested and benchmarked
+    against): for every candidate, the full active subnet runs on the held-out batches as collated, its last layer's
+    q/k/v are captured with hooks and the shared ``relation`` loss recomputes the teacher's relations each time.
+    Score = mean over batches (weighted by batch size) of the batch's relation loss."""
 
     def __init__(self, teacher, batches: list[dict], teacher_layer: int, relation_heads: int, kind: str,
                  autocast_bf16: bool = False):
@@ -106,13 +111,8 @@ class HeldOutScorer:
         self.autocast_bf16 = autocast_bf16
         features = TeacherFeatures(teacher, teacher_layer)
         self.teacher_layer = features.layer
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), _autocast(autocast_bf16):
             self.teacher_qkv = [features(b) for b in batches]
-
-    def _autocast(self):
-        if self.autocast_bf16:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     @torch.no_grad()
     def __call__(self, superlm, arch: Arch) -> float:
@@ -120,13 +120,182 @@ class HeldOutScorer:
 
         superlm.set_active(arch)
         total, n = 0.0, 0
-        with self._autocast():
+        with _autocast(self.autocast_bf16):
             for batch, tq in zip(self.batches, self.teacher_qkv):
                 size = int(batch["input_ids"].shape[0])
                 loss = subnet_relation_loss(superlm, batch, tq, self.relation_heads, self.kind)
                 total += float(loss) * size
                 n += size
         return total / max(1, n)
+
+    def score_many(self, superlm, archs) -> dict:
+        return {arch: self(superlm, arch) for arch in archs}
+
+
+class HeldOutScorer:
+    """Held-out relation loss of inherited subnets; the same score as :class:`ReferenceHeldOutScorer` (to float
+    rounding), computed without waste:
+
+    - the teacher's relations (log-softmax and probabilities for ``kl``, pre-softmax scores for ``mse``) on the
+      held-out set are computed once, not per candidate;
+    - held-out sequences are re-bucketed by length (trailing padding cut), so a candidate's forward and its S×S
+      relations run on ~real tokens; each sequence keeps the weight it had in its collated batch
+      (``batch size / (valid rows (kl) or valid pairs (mse) of that batch × relation heads × N)``), so the score equals
+      the reference's batch-size-weighted mean of per-batch losses;
+    - only what the score needs runs: the kept layers before the last one, then the last layer's q/k/v projections;
+    - candidates that share hidden size, heads and FFN width share every common prefix of their kept layers
+      (:meth:`score_many`), e.g. with ``uniform`` selection from 6 layers, L=4 keeps 0,1,3,4 and L=5 0,1,2,3,4;
+    - no autograd (``torch.inference_mode``), nothing extracted, nothing re-tokenized per candidate.
+    """
+
+    def __init__(self, teacher, batches: list[dict], teacher_layer: int, relation_heads: int, kind: str,
+                 autocast_bf16: bool = False, bucket_size: int = 32):
+        from distiller_nlp.core.losses.features import scaled_scores
+
+        from .objective import TeacherFeatures
+
+        if kind not in ("kl", "mse"):
+            raise DistillerError(f"relation kind must be 'kl' or 'mse', got {kind!r}")
+        self.relation_heads = int(relation_heads)
+        self.kind = kind
+        self.autocast_bf16 = autocast_bf16
+        features = TeacherFeatures(teacher, teacher_layer)
+        self.teacher_layer = features.layer
+        self.buckets = _length_buckets(batches, kind, self.relation_heads, max(1, int(bucket_size)))
+        for bk in self.buckets:
+            with torch.inference_mode(), _autocast(autocast_bf16):
+                tq = {k: v.float() for k, v in features(bk["inputs"]).items()}
+            key_valid = bk["key_valid"]
+            bk["teacher"] = {}
+            with torch.inference_mode():  # relations in fp32
+                for name in ("q", "k", "v"):
+                    r_t = scaled_scores(tq[name], tq[name], self.relation_heads, truncate=True,
+                                        what="relation (teacher)")
+                    if kind == "kl":
+                        log_p_t = torch.log_softmax(r_t.masked_fill(~key_valid, torch.finfo(r_t.dtype).min), -1)
+                        # zero rows of padded queries; padded keys have p = exp(min - lse) = 0 already
+                        p_t = (log_p_t.exp() * bk["query_valid"]).contiguous()
+                        bk["teacher"][name] = (log_p_t.reshape(-1, *log_p_t.shape[2:]), p_t)
+                    else:
+                        bk["teacher"][name] = r_t.masked_fill(~bk["pair_valid"], 0.0)
+
+    def __call__(self, superlm, arch: Arch) -> float:
+        return self.score_many(superlm, [arch])[arch]
+
+    def score_many(self, superlm, archs) -> dict:
+        """``{arch: score}`` for candidates of one SuperLM (groups of equal widths share layer prefixes)."""
+        from .superlm import layer_map
+
+        groups: dict = {}
+        for arch in archs:
+            groups.setdefault((arch.hidden, arch.heads, arch.intermediate, arch.head_dim), []).append(arch)
+        totals = {arch: 0.0 for arch in archs}
+        was_training = superlm.training
+        superlm.eval()
+        try:
+            with torch.inference_mode(), _autocast(self.autocast_bf16):
+                for members in groups.values():
+                    superlm.set_active(members[0])
+                    maps = {a: layer_map(a.layers, superlm.max_layers, superlm.layer_selection) for a in members}
+                    for bk in self.buckets:
+                        inputs = bk["inputs"]
+                        x = superlm.embeddings(inputs["input_ids"], inputs.get("token_type_ids"))
+                        mask = torch.zeros(bk["key_valid"].shape, dtype=x.dtype).masked_fill(
+                            ~bk["key_valid"], torch.finfo(x.dtype).min)
+                        states = {(): x}
+
+                        def state(prefix: tuple):
+                            if prefix not in states:
+                                states[prefix] = superlm.encoder.layer[prefix[-1]](state(prefix[:-1]), mask)
+                            return states[prefix]
+
+                        for arch in sorted(members, key=lambda a: a.layers):
+                            kept = maps[arch]
+                            h = state(tuple(kept[:-1]))
+                            sa = superlm.encoder.layer[kept[-1]].attention.self
+                            qkv = {"q": sa.query(h), "k": sa.key(h), "v": sa.value(h)}
+                            with torch.autocast("cpu", enabled=False):  # relations in fp32
+                                totals[arch] += self._bucket_score(bk, qkv)
+        finally:
+            superlm.train(was_training)
+        return totals
+
+    def _bucket_score(self, bk: dict, qkv: dict) -> float:
+        """Σ over the bucket's sequences of weight × (sum of the relation terms of the sequence)."""
+        from distiller_nlp.core.losses.features import split_heads
+
+        per_seq = None
+        batch = bk["key_valid"].shape[0]
+        for name in ("q", "k", "v"):
+            xh = split_heads(qkv[name], self.relation_heads, truncate=True, what="relation (student)").float()
+            b, h, s, d = xh.shape
+            xh = xh.reshape(b * h, s, d)
+            if self.kind == "kl":
+                # scale and padded-key mask fused into the GEMM: mask + x xᵀ / sqrt(d) (mask = 0 or the fp32 min)
+                r_s = torch.baddbmm(bk["key_add"].expand(b, h, s, s).reshape(b * h, s, s), xh, xh.transpose(1, 2),
+                                    alpha=1.0 / math.sqrt(d))
+                diff = torch.log_softmax(r_s, -1)
+                log_p_t, p_t = bk["teacher"][name]
+                torch.sub(log_p_t, diff, out=diff)  # log p_t − log p_s (finite: both are ~min at padded keys)
+                term = torch.bmm(p_t.reshape(batch, 1, -1), diff.reshape(batch, -1, 1)).view(batch).double()
+            else:
+                r_s = torch.bmm(xh, xh.transpose(1, 2)).div_(math.sqrt(d)).view(b, h, s, s)
+                r_s.masked_fill_(~bk["pair_valid"], 0.0).sub_(bk["teacher"][name])
+                flat = r_s.reshape(batch, 1, -1)
+                term = torch.bmm(flat, flat.transpose(1, 2)).view(batch).double()
+            per_seq = term if per_seq is None else per_seq + term
+        return float((per_seq * bk["weight"]).sum())
+
+
+def _autocast(bf16: bool):
+    if bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _length_buckets(batches: list[dict], kind: str, relation_heads: int, bucket_size: int) -> list[dict]:
+    """Re-bucket the sequences of collated ``batches`` by length, trailing padding cut (positions stay absolute, so
+    outputs at real tokens are unchanged). Each sequence carries its reference weight (see :class:`HeldOutScorer`)."""
+    rows = []  # (trimmed length, weight, {key: 1-D tensor}, 1-D keep mask)
+    n_total = sum(int(b["input_ids"].shape[0]) for b in batches)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in batches[0]]
+    for b in batches:
+        ids = b["input_ids"]
+        size, seq = ids.shape
+        mask = b.get("attention_mask")
+        valid = torch.ones(size, seq, dtype=torch.bool) if mask is None else mask != 0
+        per_row = valid.sum(1)
+        count = int(per_row.sum()) if kind == "kl" else int((per_row * per_row).sum())
+        weight = size / (max(1, count) * relation_heads * n_total)
+        for i in range(size):
+            idx = torch.nonzero(valid[i]).flatten()
+            length = int(idx[-1]) + 1 if len(idx) else 1
+            rows.append((length, weight, {k: b[k][i, :length] for k in keys}, valid[i, :length]))
+    rows.sort(key=lambda r: r[0])
+    buckets = []
+    for start in range(0, len(rows), bucket_size):
+        chunk = rows[start:start + bucket_size]
+        seq = max(r[0] for r in chunk)
+        inputs = {}
+        for k in keys:
+            t = torch.zeros(len(chunk), seq, dtype=chunk[0][2][k].dtype)
+            for j, r in enumerate(chunk):
+                t[j, : r[0]] = r[2][k]
+            inputs[k] = t
+        valid = torch.zeros(len(chunk), seq, dtype=torch.bool)
+        for j, r in enumerate(chunk):
+            valid[j, : r[0]] = r[3]
+        inputs["attention_mask"] = valid.long()
+        buckets.append({
+            "inputs": inputs,
+            "key_valid": valid[:, None, None, :],
+            "query_valid": valid[:, None, :, None].float(),
+            "key_add": torch.zeros(len(chunk), 1, 1, seq).masked_fill(~valid[:, None, None, :],
+                                                                       torch.finfo(torch.float32).min),
+            "pair_valid": valid[:, None, :, None] & valid[:, None, None, :],
+            "weight": torch.tensor([r[1] for r in chunk], dtype=torch.float64),
+        })
+    return buckets
 
 
 class TaskProxyScorer:
@@ -314,8 +483,12 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
             return value
 
         if len(mine) <= cfg.max_evals:
-            for arch in mine:
-                score(arch)
+            if hasattr(scorer, "score_many"):  # one pass: candidates of equal widths share layer prefixes
+                for arch, value in scorer.score_many(superlm, list(mine)).items():
+                    mine[arch].score = value
+            else:
+                for arch in mine:
+                    score(arch)
         else:
             _optuna_search(spaces[d], mine, score, cfg.max_evals, cfg.seed)
         n_scored += sum(1 for c in mine.values() if c.score is not None)

@@ -113,7 +113,10 @@ def glue_submission(model_path: str, data: DataConfig, output_dir: str, train: O
     for STS-B; other tasks get ``<task>.tsv`` with label names."""
     from distiller_nlp.data import get_task, load_task_data
 
+    import dataclasses
+
     train = train or TrainArgs()
+    data = dataclasses.replace(data, max_train_examples=0, max_eval_examples=0)  # a submission needs every test row
     spec = get_task(data.task)
     ds, _ = load_task_data(data.task, data_dir=data.data_dir or None, text_column=data.text_column or None,
                            text_pair_column=data.text_pair_column or None, label_column=data.label_column or None)

@@ -20,8 +20,8 @@ GLUE = os.path.join(HERE, "..", "recipes", "glue")
 STAGES = os.path.join(HERE, "..", "recipes", "stages")
 TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 WORDS = "the a movie film good bad great awful plot actor scene story happy sad long short".split()
-TINY = ["--student-shape", "layers=1,hidden=16,heads=2,intermediate=32", "--max-steps", "1", "--max-length", "16",
-        "--batch-size", "8", "--eval-batch-size", "16", "--precision", "no", "--report-to", "none",
+TINY = ["--student-shape", "layers=1,hidden=16,heads=2,intermediate=32", "--max-steps", "1", "--max-eval-examples", "5",
+        "--max-length", "16", "--batch-size", "8", "--eval-batch-size", "16", "--precision", "no", "--report-to", "none",
         "--set", "teacher_finetune.train={max_steps: 1, max_length: 16, batch_size: 8, precision: 'no', "
                  "report_to: none}"]
 
@@ -101,7 +101,7 @@ def test_glue_recipe_runs_every_stage(task, tiny_backbone, tmp_path, capsys):
                      [{"cola": "CoLA.tsv", "sst2": "SST-2.tsv", "mrpc": "MRPC.tsv", "stsb": "STS-B.tsv",
                        "qqp": "QQP.tsv", "qnli": "QNLI.tsv", "rte": "RTE.tsv", "wnli": "WNLI.tsv"}[task]])
     rows = list(csv.reader(open(out / "predictions" / files[0]), delimiter="\t"))
-    assert rows[0] == ["index", "prediction"] and len(rows) == 7
+    assert rows[0] == ["index", "prediction"] and len(rows) == 7  # every test row, despite --max-eval-examples
     spec = get_task(task)
     if spec.is_regression:
         assert all(0.0 <= float(r[1]) <= 5.0 for r in rows[1:])

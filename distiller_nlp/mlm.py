@@ -437,7 +437,13 @@ def add_train_mlm_parser(subparsers):
     _add_common(p)
     _add_output(p)
     add_flags(p, DATA_FLAGS)
-    add_flags(p, TRAIN_FLAGS)
+    # this command's training defaults differ from the other commands' (MLM_TRAIN_DEFAULTS): say so in --help
+    flags = dict(TRAIN_FLAGS)
+    for key, value in MLM_TRAIN_DEFAULTS.items():
+        if key in flags:
+            dotted, typ, help_ = flags[key]
+            flags[key] = (dotted, typ, help_.split(" (default")[0] + f" (default {value})")
+    add_flags(p, flags)
     return p
 
 

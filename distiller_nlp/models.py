@@ -833,6 +833,10 @@ def save_student(model: PreTrainedModel, tokenizer: Any, out_dir: Any, require_b
             model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for entry in os.listdir(tmp):  # some writers make private temp files; give them the usual permissions
+            path = os.path.join(tmp, entry)
+            if os.path.isfile(path):
+                os.chmod(path, 0o666 & ~umask)
         if not os.path.exists(out_dir):
             os.replace(tmp, out_dir)
             return out_dir

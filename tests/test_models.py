@@ -363,6 +363,9 @@ def test_save_student_round_trip(tmp_path, teacher):
     assert sorted(os.listdir(tmp_path)) == ["student"]  # no temp dir left behind
     files = set(os.listdir(out))
     assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not a private temp file
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "bert" and "auto_map" not in cfg
     assert cfg.get("_name_or_path", "") in ("", str(out))  # never the teacher's

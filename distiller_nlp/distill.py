@@ -403,6 +403,32 @@ class TeacherRunner:
         return batch
 
 
+def check_pipeline(cfg: DistillConfig, source: str = "the recipe") -> None:
+    """Validate what can be checked without loading a model: augmentation stages and their ``aug_p`` / checkpoints,
+    the prediction loss, the mapping strategy, loss names and schedules (``run`` calls it for every stage before the
+    first one starts, so a typo in stage 2 does not surface after an hour of stage 1)."""
+    from distiller_nlp.augment import build_augmenter
+    from distiller_nlp.config import SCHEDULED
+    from distiller_nlp.core.schedules import KINDS
+
+    for name in cfg.augment.stages:
+        build_augmenter(name, cfg.augment.aug_p, cfg.augment.params.get(name))
+    kd = cfg.kd
+    if kd.pred_loss not in PRED_LOSSES:
+        raise DistillerError(f"kd.pred_loss '{kd.pred_loss}' in {source} must be one of {', '.join(PRED_LOSSES)}")
+    known = set(list_losses())
+    losses = [m.loss for m in kd.intermediate] + ([kd.mapping.loss] if kd.mapping else [])
+    for loss in losses:
+        if loss not in known:
+            raise DistillerError(f"intermediate loss '{loss}' in {source} is not a registered loss")
+    if kd.mapping is not None and kd.mapping.strategy not in ("skip", "last", "emd"):
+        raise DistillerError(f"kd.mapping.strategy '{kd.mapping.strategy}' in {source} must be skip, last or emd")
+    for name, sch in kd.schedules.items():
+        if name not in SCHEDULED or sch.kind not in KINDS:
+            raise DistillerError(f"kd.schedules.{name} in {source}: schedules are {', '.join(SCHEDULED)}, kinds "
+                                 f"{', '.join(KINDS)}")
+
+
 def _setup(cfg: DistillConfig):
     """Load and validate everything a run needs (data, teacher, student, KD config), writing nothing."""
     from types import SimpleNamespace

@@ -92,7 +92,11 @@ def run_recipe(cfg: DistillConfig, resume: bool = False, overwrite: bool = False
                              f"{', '.join(STAGE_WHEN)}")
     if not cfg.teacher:
         raise DistillerError("the recipe names no teacher (key 'teacher' or --teacher)")
+    from distiller_nlp.distill import check_pipeline
+
     stages = expand_stages(cfg)  # validate every stage before anything runs
+    for name, stage in stages:
+        check_pipeline(stage, f"stage '{name}'")
     task = get_task(cfg.data.task)
     teacher_path = resolve_model_path(cfg.teacher)
     when = cfg.teacher_finetune.when

@@ -151,6 +151,9 @@ def test_bad_recipes(tmp_path, capsys):
     assert main(["run", str(bad), "--teacher", "minilm", "--output-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "kd.temprature" in err and "stages[0]" in err and not os.path.exists(tmp_path / "o")
+    bad.write_text("stages:\n  - {name: two, augment: {stages: [contextul]}}\n")  # found before any stage runs
+    assert main(["run", str(bad), "--teacher", "minilm", "--output-dir", str(tmp_path / "o")]) == 2
+    assert "contextul" in capsys.readouterr().err and not os.path.exists(tmp_path / "o")
     bad.write_text("teacher_finetune: {when: sometimes}\n")
     assert main(["run", str(bad), "--teacher", "minilm", "--output-dir", str(tmp_path / "o")]) == 2
     assert "teacher_finetune.when" in capsys.readouterr().err and not os.path.exists(tmp_path / "o")

@@ -7,6 +7,8 @@ command                Python function
 ``distill``            :func:`distiller_nlp.distill.distill`
 ``run RECIPE``         :func:`distiller_nlp.pipeline.run_recipe` (every stage of the recipe)
 ``train-mlm``          :func:`distiller_nlp.mlm.train_mlm` (a masked LM for the ``contextual`` augmenter)
+``hpo``                :func:`distiller_nlp.hpo.run_hpo` (Optuna over the pipeline space)
+``recommend``          :func:`distiller_nlp.autodistiller.recommend` (AutoDistiller)
 ``cache-teacher``      :func:`distiller_nlp.distill.cache_teacher`
 ``evaluate``           :func:`distiller_nlp.predict.evaluate_model`
 ``predict``            :func:`distiller_nlp.predict.predict_split`
@@ -84,6 +86,9 @@ DISTILL_FLAGS = {
     "aug_param": ("augment.params", "append", "stage parameter STAGE.KEY=VALUE, e.g. contextual.model=runs/mlm "
                   "(repeatable)"),
     "mixup": ("kd.mixup", bool, "MixUp on word embeddings (batch = originals + mixed copies)"),
+    "meta_dataset": ("meta_dataset", str, "append this run's record to an AutoDistiller meta-dataset (FILE.parquet "
+                     "or a directory of shards)"),
+    "meta_family": ("meta_family", str, "dataset family of the meta-dataset record (default: the task's)"),
 }
 
 
@@ -141,6 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
         add_flags(p, DATA_FLAGS)
         add_flags(p, DISTILL_FLAGS)
         add_flags(p, TRAIN_FLAGS)
+
+    p = sub.add_parser("hpo", help="Optuna search over the KD pipeline space (pruning, shared storage, resume)")
+    _add_common(p)
+    _add_output(p)
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
+    p.add_argument("--space", default=None, help="search space YAML (default recipes/spaces/distiller.yaml)")
+    p.add_argument("--storage", default=None, help="Optuna RDB URL shared by workers (default sqlite:///DIR/hpo.db)")
+    p.add_argument("--study", default=None, help="study name (default distiller-<dataset>)")
+    p.add_argument("--pruner", default="successive_halving",
+                   help="successive_halving (default) | hyperband | median | none")
+    p.add_argument("--hpo-seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--enqueue-recipe", action="store_true",
+                   help="make the base recipe's own pipeline the study's first trial (a reference point)")
+    add_flags(p, DATA_FLAGS)
+    add_flags(p, DISTILL_FLAGS)
+    add_flags(p, TRAIN_FLAGS)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a task; writes DIR/metrics.json")
     p.add_argument("--model", required=True, help="model directory or name")
@@ -276,6 +297,25 @@ def run_command(args: argparse.Namespace) -> int:
         if is_main_process():
             print(f"student written to {cfg.output_dir}")
             print_metrics(metrics)
+        return 0
+
+    if args.command == "hpo":
+        from distiller_nlp.hpo import run_hpo
+        from distiller_nlp.space import pipeline_params
+
+        ov = _overrides(args, DATA_FLAGS, TRAIN_FLAGS, DISTILL_FLAGS)
+        if args.output_dir:
+            ov["output_dir"] = args.output_dir
+        cfg = load_config(DistillConfig, args.config, ov, args.set)
+        summary = run_hpo(cfg, args.trials, space=args.space, storage=args.storage, study_name=args.study,
+                          pruner=args.pruner, resume=args.resume, overwrite=args.overwrite, seed=args.hpo_seed,
+                          enqueue=[pipeline_params(cfg)] if args.enqueue_recipe else None)
+        t = summary["trials"]
+        print(f"study {summary['study']}: {t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed")
+        if "best_value" in summary:
+            print(f"best trial {summary['best_trial']}: {summary['metric']} {summary['best_value']:.4f} -- "
+                  f"{summary['best_pipeline_text']}")
+            print(f"best recipe: {summary['best_recipe']}")
         return 0
 
     if args.command == "evaluate":

@@ -223,6 +223,10 @@ class DistillConfig:
     # task-agnostic (general) distillation: labels unused, only intermediate matches (hidden / attention_scores);
     # the teacher needs no classifier; the model is selected by the held-out distillation loss
     general: bool = False
+    # AutoDistiller's meta-dataset: append one record of this run (meta-features, models, pipeline, scores) to this
+    # parquet file (or directory of parquet shards); ``meta_family`` groups datasets from one corpus (default: task)
+    meta_dataset: str = ""
+    meta_family: str = ""
 
 
 # ------------------------------------------------------------------------------------------------ strict loading

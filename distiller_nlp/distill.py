@@ -529,7 +529,8 @@ def _setup(cfg: DistillConfig):
 
     if cfg.teacher_cache_dtype not in DTYPES:
         raise DistillerError(f"teacher_cache_dtype '{cfg.teacher_cache_dtype}' must be one of {', '.join(DTYPES)}")
-    return SimpleNamespace(cache_dtype=cfg.teacher_cache_dtype, n_original=n_original, task=task,
+    return SimpleNamespace(cache_dtype=cfg.teacher_cache_dtype, n_original=n_original, task=task, raw=ds,
+                           raw_train=originals,
                            teacher_path=teacher_path, teacher=teacher, extra_teachers=extra_teachers,
                            tokenizer=tokenizer, train_set=train_set, online_augment=online,
                            student=student, module=module, tok=tok, evals=eval_splits(tok, task),
@@ -617,7 +618,8 @@ def cache_teacher(cfg: DistillConfig, output_dir: str, overwrite: bool = False) 
     return {"key": key, "examples": len(ds), "hidden_layers": layers}
 
 
-def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict:
+def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False, on_evaluate=None,
+            record_source: str = "distill") -> dict:
     """Distil ``cfg.teacher`` into a student on ``cfg.data.task``; returns (and writes) ``metrics.json``.
 
     Everything is validated before the output directory is touched: the data (columns, labels, non-empty splits),
@@ -635,7 +637,12 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
                                     write_json_atomic)
 
     out_dir = cfg.output_dir
+    t_wall = time.perf_counter()
     check_output_dir(out_dir, resume=resume, overwrite=overwrite)
+    if cfg.meta_dataset:
+        from distiller_nlp.metadataset import check_meta_path
+
+        check_meta_path(cfg.meta_dataset)
     run = _setup(cfg)
     teacher, student, module, task, tokenizer = run.teacher, run.student, run.module, run.task, run.tokenizer
     t_cache = time.perf_counter()
@@ -667,7 +674,8 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
         main_metric, greater = "distill_loss", False
     engine = Engine(cfg.train, out_dir, module, train_set, run.collate, eval_datasets=run.evals,
                     compute_metrics=metric_fn, main_metric=main_metric, greater_is_better=greater,
-                    prepare_batch=runner, frozen=frozen, export_fn=export, resume=resume, run_name="distill")
+                    prepare_batch=runner, frozen=frozen, export_fn=export, resume=resume, run_name="distill",
+                    on_evaluate=on_evaluate)
     result = engine.train()
     metrics = dict(result.metrics)
     if engine.accelerator.is_main_process:
@@ -684,5 +692,9 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
         promote_best(out_dir)
         write_json_atomic(os.path.join(out_dir, "history.json"), {"train": result.log_history, "eval": result.history})
         write_json_atomic(os.path.join(out_dir, "metrics.json"), metrics)
+        if cfg.meta_dataset and not cfg.general:
+            from distiller_nlp.metadataset import record_run
+
+            record_run(cfg, run, metrics, wall_s=time.perf_counter() - t_wall, source=record_source)
     engine.accelerator.wait_for_everyone()
     return metrics

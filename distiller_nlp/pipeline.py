@@ -16,6 +16,7 @@ interrupted one resumes from its last checkpoint):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -129,8 +130,10 @@ def run_recipe(cfg: DistillConfig, resume: bool = False, overwrite: bool = False
         last = i == len(stages) - 1
         s_dir = os.path.join(out, "student" if last else f"stage-{name}")
         stage.output_dir = s_dir
+        if not last:
+            stage.meta_dataset = ""  # only the final student is a meta-dataset record
         print(f"[run] distill{'' if len(stages) == 1 else f' stage {i + 1}/{len(stages)} ({name})'} -> {s_dir}")
-        metrics, secs = _stage(distill, s_dir, resume, False, stage)
+        metrics, secs = _stage(functools.partial(distill, record_source="run"), s_dir, resume, False, stage)
         summary["stages"].append({"stage": f"distill {name}", "dir": s_dir, "seconds": round(secs, 1),
                                   **{k: v for k, v in metrics.items() if k.startswith(("eval_", "test_"))}})
         previous_student = s_dir

@@ -365,6 +365,9 @@ class Engine:
             ``save_pretrained``); called on the main process whenever evaluation improves (and at the end when there
             is no evaluation).
         resume: continue from the newest complete checkpoint in ``output_dir/checkpoints``.
+        on_evaluate: ``(metrics, state) -> None`` called on every process after each evaluation (``state`` holds
+            ``global_step`` and ``epoch``), e.g. to report to an Optuna trial; an exception it raises (such as
+            ``optuna.TrialPruned``) ends training and propagates.
     """
 
     def __init__(
@@ -384,6 +387,7 @@ class Engine:
         resume: bool = False,
         run_name: str = "distiller_nlp",
         accelerator=None,
+        on_evaluate: Optional[Callable[[dict, dict], None]] = None,
     ):
         from accelerate.utils import set_seed
 
@@ -396,6 +400,7 @@ class Engine:
         self.export_fn = export_fn
         self.resume = resume
         self.run_name = run_name
+        self.on_evaluate = on_evaluate
         if accelerator is None:
             accelerator = make_accelerator(args, output_dir, tracking=True)
         self.accelerator = accelerator
@@ -688,7 +693,15 @@ class Engine:
                     self.state["epoch"] += 1
                     self.state["batches_in_epoch"] = 0
                 if do_eval:
-                    self._evaluate_and_select(pbar)
+                    eval_metrics = self._evaluate_and_select(pbar)
+                    if self.on_evaluate is not None:
+                        try:
+                            self.on_evaluate(eval_metrics, dict(self.state))
+                        except BaseException:
+                            pbar.close()
+                            if args.report_to == "tensorboard":
+                                acc.end_training()
+                            raise
                 if do_eval or (save_every and step % save_every == 0) or (not save_every and end_of_epoch):
                     if step < total:
                         self._save_checkpoint()

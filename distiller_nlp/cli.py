@@ -163,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, DISTILL_FLAGS)
     add_flags(p, TRAIN_FLAGS)
 
+    p = sub.add_parser("recommend", help="AutoDistiller: rank KD pipelines for a dataset from a meta-dataset of runs")
+    _add_common(p)
+    _add_output(p)
+    p.add_argument("--top-k", type=int, default=5, help="pipelines to print (and run with --verify)")
+    p.add_argument("--verify", action="store_true", help="run the top-k and the default pipeline; report actual scores")
+    p.add_argument("--verify-seeds", type=int, default=1, help="seeds per pipeline with --verify")
+    p.add_argument("--space", default=None, help="search space YAML (default recipes/spaces/distiller.yaml)")
+    p.add_argument("--candidates", type=int, default=300, help="candidate pipelines drawn from the space")
+    p.add_argument("--record-to", default=None, help="append the --verify runs to this meta-dataset")
+    add_flags(p, DATA_FLAGS)
+    add_flags(p, {**DISTILL_FLAGS, "meta_dataset": ("meta_dataset", str, "meta-dataset to learn from (FILE.parquet or "
+                                                    "directory; default the one shipped with the package)")})
+    add_flags(p, TRAIN_FLAGS)
+
     p = sub.add_parser("evaluate", help="evaluate a saved model on a task; writes DIR/metrics.json")
     p.add_argument("--model", required=True, help="model directory or name")
     p.add_argument("--split", action="append", default=None, help="split(s) to evaluate (default: dev [+ test])")
@@ -316,6 +330,22 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"best trial {summary['best_trial']}: {summary['metric']} {summary['best_value']:.4f} -- "
                   f"{summary['best_pipeline_text']}")
             print(f"best recipe: {summary['best_recipe']}")
+        return 0
+
+    if args.command == "recommend":
+        from distiller_nlp.autodistiller import recommend
+
+        ov = _overrides(args, DATA_FLAGS, TRAIN_FLAGS, DISTILL_FLAGS)
+        table = ov.pop("meta_dataset", None)
+        ov["meta_dataset"] = args.record_to or ""
+        cfg = load_config(DistillConfig, args.config, ov, args.set)
+        if not args.output_dir:
+            raise DistillerError("--output-dir is required")
+        recommend(cfg, args.output_dir, top_k=args.top_k, verify=args.verify, meta_dataset=table, space=args.space,
+                  n_candidates=args.candidates, overwrite=args.overwrite, resume=args.resume,
+                  verify_seeds=args.verify_seeds)
+        print(f"recommended recipe: {os.path.join(args.output_dir, 'recommended.yaml')} "
+              f"(run it: distiller-nlp run {os.path.join(args.output_dir, 'recommended.yaml')} --output-dir DIR)")
         return 0
 
     if args.command == "evaluate":

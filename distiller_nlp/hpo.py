@@ -41,14 +41,25 @@ def _redact(url: str) -> str:
 def make_storage(url: str):
     """An Optuna RDB storage for ``url`` (with heartbeats, so trials of a crashed worker are failed); an
     unreachable or malformed URL is a :class:`DistillerError` naming it (password hidden)."""
+    import time
+
     import optuna
 
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180,
-                                          engine_kwargs={"pool_pre_ping": True})
-    except Exception as exc:  # sqlalchemy / driver errors of many kinds
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DistillerError(f"storage {_redact(url)} cannot be reached: {msg}") from None
+    last = None
+    for attempt in range(4):
+        # workers started together race to create the schema (a unique-key violation for the loser): retry
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180,
+                                                  engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:  # sqlalchemy / driver errors of many kinds
+            last = exc
+            if "could not translate host name" in str(exc) or "No module named" in str(exc):
+                break
+            time.sleep(0.5 + attempt)
+    msg = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
+    raise DistillerError(f"storage {_redact(url)} cannot be reached: {msg}") from None
 
 
 def make_pruner(name: str, max_epochs: int):

@@ -234,3 +234,60 @@ def test_hpo_summary_json(tiny_teacher, sst2_dir, tmp_path, capsys):
     assert s["trials"]["complete"] == 1 and s["best_value"] > 0.5
     printed = capsys.readouterr().out
     assert "best trial 0" in printed and "lr=5e-05 is outside the space" in printed
+
+
+# ------------------------------------------------------------------------------------------------ PostgreSQL
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away local PostgreSQL cluster (Debian's ``postgresql``: pg_createcluster + pg_ctlcluster, which run
+    the server as the postgres user), trust auth on loopback; skipped with the reason where none can be started."""
+    import shutil
+    import tempfile
+
+    if shutil.which("pg_ctlcluster") is None or shutil.which("pg_createcluster") is None:
+        pytest.skip("no PostgreSQL server tools (Debian package 'postgresql' is not installed)")
+    if os.geteuid() != 0:
+        pytest.skip("starting a PostgreSQL cluster through pg_ctlcluster needs root")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("the psycopg driver is not installed (pip install 'distiller-toolkit[postgres]')")
+    versions = sorted(os.listdir("/usr/lib/postgresql")) if os.path.isdir("/usr/lib/postgresql") else []
+    if not versions:
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
+    version, name, port = versions[-1], f"kdtest{os.getpid()}", _free_port()
+    parent = tempfile.mkdtemp(prefix="kd-pg-")
+    os.chmod(parent, 0o755)
+    data = os.path.join(parent, "data")
+
+    def run(*cmd):
+        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=120)
+
+    made = run("pg_createcluster", version, name, "-p", str(port), "-d", data, "--", "--auth-local=trust",
+               "--auth-host=trust")
+    if made.returncode != 0:
+        shutil.rmtree(parent, ignore_errors=True)
+        pytest.skip(f"pg_createcluster failed: {made.stderr.strip()[:200]}")
+    try:
+        started = run("pg_ctlcluster", version, name, "start")
+        if started.returncode != 0:
+            pytest.skip(f"pg_ctlcluster start failed: {started.stderr.strip()[:200]}")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run("pg_ctlcluster", version, name, "stop", "-m", "immediate")
+        run("pg_dropcluster", version, name)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_two_workers_share_one_postgresql_study(postgres_url, tiny_teacher, sst2_dir, tmp_path):
+    study = run_two_workers(tiny_teacher, sst2_dir, tmp_path, postgres_url)
+    assert study.user_attrs["dataset"].startswith("sst2@")

@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""Build the AutoDistiller meta-dataset shipped with the package, from real runs on this machine (resumable).
+
+Protocol (fixed before the first measured run):
+- datasets (9, two families; each a stratified training subset drawn with seed 0, dev and test capped at 500
+  examples drawn from the corpus's own dev/test splits, seed 0):
+  - family ``tweets`` (airline tweets, packaged): ``tweets3-1000`` and ``tweets3-4000`` (negative / neutral /
+    positive at 1,000 and 4,000 training examples), ``tweets-posneg-1000`` and ``tweets-posneg-3000`` (positive vs
+    negative), ``tweets-neutral-1000`` (neutral vs the rest);
+  - family ``bbc`` (BBC News headlines, packaged): ``bbc5-all`` (5 topics, every training headline),
+    ``bbc-business-tech``, ``bbc-sports-entertainment``, ``bbc-politics-business`` (topic pairs, every training
+    headline of the two topics);
+- teacher per dataset: the packaged MiniLM-L6-H384 fine-tuned on that dataset's training subset (3 epochs, lr 1e-4,
+  batch 32, 64 tokens, seed 0), cached in ``runs/meta/teachers``;
+- student: ``layers=2,hidden=128,heads=4,intermediate=512`` (teacher-slice initialisation), 64 tokens, batch 32,
+  2 epochs (over the originals + augmented copies), fp32, warm-up 10 %, best dev epoch;
+- pipelines: the same 20 for every dataset — the default (logit KD only, T 1) and 19 drawn from
+  ``recipes/spaces/distiller.yaml`` with seed 2026; contextual augmentation uses a masked LM fitted by
+  ``train-mlm`` on the family's own training texts (240 steps; ``runs/mlm_tweets``, ``runs/meta/mlm_bbc``);
+  augmented copies are made with augmentation seed 0;
+- seeds 1 and 2 (student init + data order); teacher outputs cached wherever the pipeline allows.
+320-ish runs; each appends one record (``source: benchmark``) to the shard directory ``runs/meta/records``.
+
+Usage: ``python benchmarks/meta_dataset.py [--datasets a,b] [--limit N]`` (builds what is missing; rerun to
+continue), ``--export`` writes the records to ``distiller_nlp/resources/meta_dataset.parquet`` and a summary to
+``benchmarks/results/meta_dataset.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WORK = os.path.join(ROOT, "runs", "meta")
+RECORDS = os.path.join(WORK, "records")
+SHIPPED = os.path.join(ROOT, "distiller_nlp", "resources", "meta_dataset.parquet")
+STUDENT = "layers=2,hidden=128,heads=4,intermediate=512"
+SEEDS = (1, 2)
+N_PIPELINES = 20
+PIPELINE_SEED = 2026
+MLM = {"tweets": os.path.join(ROOT, "runs", "mlm_tweets"), "bbc": os.path.join(WORK, "mlm_bbc")}
+# name -> (family, corpus task, kept labels (None = all), training examples (None = all))
+DATASETS = {
+    "tweets3-1000": ("tweets", "tweets", None, 1000),
+    "tweets3-4000": ("tweets", "tweets", None, 4000),
+    "tweets-posneg-1000": ("tweets", "tweets", ["negative", "positive"], 1000),
+    "tweets-posneg-3000": ("tweets", "tweets", ["negative", "positive"], 3000),
+    "tweets-neutral-1000": ("tweets", "tweets", {"neutral": "neutral", "negative": "other", "positive": "other"},
+                            1000),
+    "bbc5-all": ("bbc", "bbc-headlines", None, None),
+    "bbc-business-tech": ("bbc", "bbc-headlines", ["business", "tech"], None),
+    "bbc-sports-entertainment": ("bbc", "bbc-headlines", ["sports", "entertainment"], None),
+    "bbc-politics-business": ("bbc", "bbc-headlines", ["politics", "business"], None),
+}
+
+
+def write_dataset(name: str) -> str:
+    """The dataset as a directory of ``train/dev/test.parquet`` (text, label name); written once."""
+    import numpy as np
+    import pandas as pd
+
+    from distiller_nlp.data import load_task_data, stratified_subset
+
+    out = os.path.join(WORK, "data", name)
+    if os.path.isfile(os.path.join(out, "test.parquet")):
+        return out
+    family, corpus, keep, n_train = DATASETS[name]
+    ds, task = load_task_data(corpus)
+    names = task.label_names
+    mapping = keep if isinstance(keep, dict) else {n: n for n in (keep or names)}
+    tmp = out + ".tmp"
+    os.makedirs(tmp, exist_ok=True)
+    splits = {"train": task.train_split, "dev": task.eval_splits[0], "test": task.test_splits[0]}
+    for fname, split in splits.items():
+        texts = list(ds[split]["text"])
+        labels = [names[i] for i in ds[split]["label"]]
+        idx = [i for i, lab in enumerate(labels) if lab in mapping]
+        cap = n_train if fname == "train" else 500
+        if cap is not None and len(idx) > cap:
+            lab_ids = np.array([sorted(set(mapping.values())).index(mapping[labels[i]]) for i in idx])
+            idx = [idx[j] for j in stratified_subset(lab_ids, cap, 0)]
+        pd.DataFrame({"text": [texts[i] for i in idx], "label": [mapping[labels[i]] for i in idx]}).to_parquet(
+            os.path.join(tmp, f"{fname}.parquet"), index=False)
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def data_config(name: str):
+    from distiller_nlp.config import DataConfig
+
+    return DataConfig(task=name, data_dir=write_dataset(name), text_column="text", label_column="label")
+
+
+def teacher_for(name: str) -> str:
+    from distiller_nlp.config import FinetuneConfig, TrainArgs
+    from distiller_nlp.teacher import finetune_teacher
+
+    out = os.path.join(WORK, "teachers", name)
+    if os.path.isfile(os.path.join(out, "metrics.json")):
+        return out
+    resume = os.path.isdir(os.path.join(out, "checkpoints"))
+    cfg = FinetuneConfig(model="minilm", output_dir=out, data=data_config(name),
+                         train=TrainArgs(epochs=3, lr=1e-4, batch_size=32, max_length=64, seed=0, precision="no",
+                                         report_to="none", warmup_ratio=0.1))
+    print(f"[meta] teacher for {name} -> {out}")
+    finetune_teacher(cfg, resume=resume, overwrite=not resume and os.path.isdir(out))
+    return out
+
+
+def mlm_for(family: str) -> str:
+    from distiller_nlp.mlm import MLMConfig, train_mlm
+    from distiller_nlp.config import DataConfig, TrainArgs
+
+    out = MLM[family]
+    if os.path.isfile(os.path.join(out, "config.json")) and os.path.isfile(os.path.join(out, "metrics.json")):
+        return out
+    task = "tweets" if family == "tweets" else "bbc-headlines"
+    cfg = MLMConfig(model="minilm", output_dir=out, data=DataConfig(task=task, max_eval_examples=1000),
+                    train=TrainArgs(epochs=1, max_steps=240, batch_size=32, lr=1e-4, max_length=64, warmup_ratio=0.06,
+                                    eval_steps=120, report_to="none", seed=42))
+    print(f"[meta] masked LM for {family} -> {out}")
+    resume = os.path.isdir(os.path.join(out, "checkpoints"))
+    train_mlm(cfg, resume=resume, overwrite=not resume and os.path.isdir(out))
+    return out
+
+
+def base_config(name: str, teacher: str, seed: int):
+    from distiller_nlp.config import AugmentConfig, DistillConfig, TrainArgs
+
+    family = DATASETS[name][0]
+    cfg = DistillConfig(teacher=teacher, student_shape=STUDENT, data=data_config(name),
+                        train=TrainArgs(epochs=2, batch_size=32, max_length=64, lr=1e-4, seed=seed, precision="no",
+                                        report_to="none", warmup_ratio=0.1, eval_batch_size=128),
+                        augment=AugmentConfig(seed=0, params={"contextual": {"model": mlm_for(family)}}),
+                        teacher_cache="auto", meta_dataset=RECORDS, meta_family=family)
+    return cfg
+
+
+def pipelines(cfg) -> list:
+    from distiller_nlp.space import default_pipeline, load_space
+
+    return load_space().candidates(N_PIPELINES, seed=PIPELINE_SEED, include=[default_pipeline(cfg)])
+
+
+def done_keys() -> set:
+    import pandas as pd
+
+    if not os.path.isdir(RECORDS) or not any(f.endswith(".parquet") for f in os.listdir(RECORDS)):
+        return set()
+    from distiller_nlp.metadataset import load_meta_dataset
+
+    df = load_meta_dataset(RECORDS)
+    return {(d, p, int(s)) for d, p, s in zip(df["dataset"], df["pipeline_id"], df["seed"])}
+
+
+def build(names: list, limit: int = 0) -> int:
+    from distiller_nlp.distill import distill
+    from distiller_nlp.metadataset import dataset_name
+    from distiller_nlp.space import apply_params, describe_pipeline, pipeline_key
+
+    done = done_keys()
+    ran = 0
+    todo = []
+    for name in names:
+        for seed in SEEDS:
+            for i in range(N_PIPELINES):
+                todo.append((name, seed, i))
+    total = len(todo)
+    print(f"[meta] {len(done)} of {total} runs already recorded")
+    t0 = time.time()
+    for name, seed, i in todo:
+        teacher = teacher_for(name)
+        base = base_config(name, teacher, seed)
+        p = pipelines(base)[i]
+        key = (dataset_name(base), pipeline_key(p), seed)
+        if key in done:
+            continue
+        cfg = apply_params(base, p)
+        cfg.output_dir = os.path.join(WORK, "runs", name, f"{pipeline_key(p)}-s{seed}")
+        print(f"[meta] {name} seed {seed} pipeline {i + 1}/{N_PIPELINES}: {describe_pipeline(p)}")
+        try:
+            metrics = distill(cfg, overwrite=True, record_source="benchmark")
+            print(f"[meta]   dev {metrics.get('eval_accuracy', float('nan')):.4f}  ({metrics.get('train_runtime_s')} s)")
+        except Exception as exc:  # a pipeline that cannot run here is recorded nowhere; report it and go on
+            print(f"[meta]   FAILED: {type(exc).__name__}: {exc}")
+            continue
+        finally:
+            for sub in ("best", "checkpoints", "runs"):  # keep metrics/history only: 320 students would fill the disk
+                shutil.rmtree(os.path.join(cfg.output_dir, sub), ignore_errors=True)
+            for f in ("model.safetensors",):
+                if os.path.exists(os.path.join(cfg.output_dir, f)):
+                    os.remove(os.path.join(cfg.output_dir, f))
+        ran += 1
+        done.add(key)
+        el = time.time() - t0
+        print(f"[meta]   {len(done)}/{total} recorded; {el / ran:.0f} s per run this session")
+        if limit and ran >= limit:
+            break
+    return ran
+
+
+def export() -> dict:
+    import pandas as pd
+
+    from distiller_nlp.metadataset import load_meta_dataset
+    from distiller_nlp.runs import write_json_atomic
+
+    df = load_meta_dataset(RECORDS)
+    df = df.sort_values(["family", "dataset", "pipeline_id", "seed"]).drop_duplicates(
+        ["dataset", "pipeline_id", "seed"], keep="last").reset_index(drop=True)
+    df = df.drop(columns=["config"])  # machine-local paths; the pipeline column holds what was searched
+    os.makedirs(os.path.dirname(SHIPPED), exist_ok=True)
+    tmp = SHIPPED + ".tmp"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, SHIPPED)
+    per = df.groupby(["family", "dataset"]).agg(runs=("score_ratio", "size"), teacher=("teacher_score", "mean"),
+                                                ratio_mean=("score_ratio", "mean"), ratio_max=("score_ratio", "max"),
+                                                ratio_min=("score_ratio", "min"), wall_s=("wall_s", "mean"))
+    summary = {"records": len(df), "datasets": int(df["dataset"].nunique()), "families": int(df["family"].nunique()),
+               "pipelines": int(df["pipeline_id"].nunique()), "cpu_hours": round(float(df["wall_s"].sum()) / 3600, 2),
+               "per_dataset": per.reset_index().to_dict("records")}
+    res = os.path.join(HERE, "results")
+    write_json_atomic(os.path.join(res, "meta_dataset.json"), summary)
+    lines = ["# Shipped AutoDistiller meta-dataset", "",
+             f"{summary['records']} runs, {summary['datasets']} datasets in {summary['families']} families, "
+             f"{summary['pipelines']} pipelines, {summary['cpu_hours']} CPU-hours (wall time of the runs). Protocol: "
+             "`benchmarks/meta_dataset.py`.", "",
+             "| family | dataset | runs | teacher dev acc | student/teacher ratio mean | min | max | s/run |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in summary["per_dataset"]:
+        lines.append(f"| {r['family']} | {r['dataset']} | {r['runs']} | {r['teacher']:.4f} | {r['ratio_mean']:.4f} | "
+                     f"{r['ratio_min']:.4f} | {r['ratio_max']:.4f} | {r['wall_s']:.0f} |")
+    with open(os.path.join(res, "meta_dataset.md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print(f"[meta] exported {len(df)} records to {SHIPPED}")
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated dataset names")
+    p.add_argument("--limit", type=int, default=0, help="stop after N new runs (0 = all)")
+    p.add_argument("--export", action="store_true", help="write the shipped parquet and the summary, run nothing")
+    args = p.parse_args(argv)
+    if args.export:
+        export()
+        return 0
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        print(f"error: unknown dataset {unknown[0]} (known: {', '.join(DATASETS)})", file=sys.stderr)
+        return 2
+    build(names, args.limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

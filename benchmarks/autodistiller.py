@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Evidence for AutoDistiller: does the recommended pipeline beat the default on a dataset it has not seen?
+
+Protocol (fixed before the first measured run):
+- data: the shipped meta-dataset (``benchmarks/meta_dataset.py``: 9 datasets in 2 families, the same 20 pipelines
+  on each, 2 seeds per pipeline); the candidates for a held-out dataset are the 20 pipelines that were actually run
+  on it, so every recommendation has a measured outcome without new runs;
+- hold-out: (1) one whole family at a time (fit on the other family only), (2) one dataset at a time inside its
+  family (fit on every other dataset, its own family included);
+- model: :class:`distiller_nlp.autodistiller.RatioModel` (scikit-learn gradient boosting, seed 0) on the records of
+  the training part;
+- per held-out dataset: the actual dev score (mean over the 2 seeds) of the predicted top-1 pipeline against
+  (a) the default pipeline (logit KD only) and (b) the median of the other 19 pipelines (drawn at random from the
+  space); a win / loss when the difference exceeds the dataset's seed noise (the mean over its pipelines of the
+  two seeds' absolute difference / √2, i.e. the standard error of a 2-seed mean), a tie otherwise; Spearman ρ
+  between predicted and actual ratios over the 20 pipelines; whether ``recommend``'s nearness rule would have
+  trusted the model (else it falls back to its rules).
+
+Usage: ``python benchmarks/autodistiller.py [--meta PATH]``; writes ``benchmarks/results/autodistiller.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def evaluate_holdout(meta, held: list, label: str) -> list:
+    from scipy.stats import spearmanr
+
+    from distiller_nlp.autodistiller import (MIN_NEAR_DATASETS, NEAR_DISTANCE, RatioModel, context_features,
+                                             dataset_distances)
+    from distiller_nlp.space import describe_pipeline
+
+    train = meta[~meta["dataset"].isin(held)]
+    model = RatioModel(seed=0).fit(train)
+    rows = []
+    for d in held:
+        part = meta[meta["dataset"] == d]
+        ctx = part.iloc[0].to_dict()
+        by = part.groupby("pipeline_id")
+        actual_ratio = by["score_ratio"].mean()
+        actual_score = by["student_score"].mean()
+        seeds_diff = by["student_score"].agg(lambda s: float(s.max() - s.min()) if len(s) > 1 else np.nan)
+        noise = float(np.nanmean(seeds_diff)) / np.sqrt(2)
+        pipes = {pid: json.loads(g["pipeline"].iloc[0]) for pid, g in by}
+        ids = list(actual_ratio.index)
+        pred = model.predict(ctx, [pipes[i] for i in ids])
+        top = ids[int(np.argmax(pred))]
+        default_id = next(i for i in ids if pipes[i].get("augment") == "none" and not pipes[i].get("mixup")
+                          and pipes[i].get("inter_loss") == "none" and pipes[i].get("pred_loss") == "kd"
+                          and pipes[i].get("temperature") == 1.0 and pipes[i].get("hard_label_weight") == 0.0)
+        others = [i for i in ids if i != default_id]
+        median_random = float(np.median([actual_score[i] for i in others]))
+        rho = float(spearmanr(pred, [actual_ratio[i] for i in ids]).statistic)
+        near = [n for n, dist in dataset_distances(train, context_features(ctx) | ctx) if dist <= NEAR_DISTANCE]
+        d_default = float(actual_score[top] - actual_score[default_id])
+        d_random = float(actual_score[top] - median_random)
+
+        def verdict(delta: float) -> str:
+            return "win" if delta > noise else ("loss" if delta < -noise else "tie")
+
+        rows.append({
+            "holdout": label, "dataset": d, "family": part["family"].iloc[0], "train_records": len(train),
+            "top1": describe_pipeline(pipes[top]), "top1_is_default": top == default_id,
+            "top1_score": float(actual_score[top]), "default_score": float(actual_score[default_id]),
+            "random_median_score": median_random, "best_score": float(actual_score.max()),
+            "top1_rank_actual": int((actual_score > actual_score[top]).sum()) + 1,
+            "delta_vs_default": d_default, "delta_vs_random_median": d_random, "seed_noise": noise,
+            "vs_default": verdict(d_default), "vs_random": verdict(d_random), "spearman": rho,
+            "trusted": len(near) >= MIN_NEAR_DATASETS, "near_datasets": len(near),
+        })
+    return rows
+
+
+def main(argv=None) -> int:
+    import pandas as pd
+
+    from distiller_nlp.metadataset import load_meta_dataset
+    from distiller_nlp.runs import write_json_atomic
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--meta", default=None, help="meta-dataset (default: the shipped one)")
+    args = p.parse_args(argv)
+    meta = load_meta_dataset(args.meta)
+    rows = []
+    families = sorted(meta["family"].unique())
+    for fam in families:
+        held = sorted(meta.loc[meta["family"] == fam, "dataset"].unique())
+        rows += evaluate_holdout(meta, held, f"family {fam}")
+    for d in sorted(meta["dataset"].unique()):
+        rows += evaluate_holdout(meta, [d], "dataset")
+    df = pd.DataFrame(rows)
+    summary = {}
+    for kind, g in df.groupby(df["holdout"].str.startswith("family").map({True: "family", False: "dataset"})):
+        summary[kind] = {
+            "datasets": len(g),
+            "vs_default": {k: int((g["vs_default"] == k).sum()) for k in ("win", "tie", "loss")},
+            "vs_random_median": {k: int((g["vs_random"] == k).sum()) for k in ("win", "tie", "loss")},
+            "mean_delta_vs_default": float(g["delta_vs_default"].mean()),
+            "mean_delta_vs_random_median": float(g["delta_vs_random_median"].mean()),
+            "mean_spearman": float(g["spearman"].mean()),
+            "spearman_std": float(g["spearman"].std(ddof=0)),
+            "trusted": int(g["trusted"].sum()),
+        }
+    out = {"records": len(meta), "datasets": int(meta["dataset"].nunique()), "families": families,
+           "summary": summary, "rows": rows}
+    res = os.path.join(HERE, "results")
+    os.makedirs(res, exist_ok=True)
+    write_json_atomic(os.path.join(res, "autodistiller.json"), out)
+    lines = ["# AutoDistiller hold-out evidence", "",
+             f"Meta-dataset: {len(meta)} runs, {out['datasets']} datasets, families {', '.join(families)}. "
+             "Protocol: `benchmarks/autodistiller.py`. Scores are dev accuracy, mean of 2 seeds; win/loss = beyond "
+             "the dataset's 2-seed noise.", ""]
+    for kind, s in summary.items():
+        lines.append(f"**Hold out one {kind} at a time** ({s['datasets']} datasets): vs default "
+                     f"{s['vs_default']['win']} wins / {s['vs_default']['tie']} ties / {s['vs_default']['loss']} "
+                     f"losses (mean Δ {100 * s['mean_delta_vs_default']:+.2f} points); vs median random pipeline "
+                     f"{s['vs_random_median']['win']} / {s['vs_random_median']['tie']} / "
+                     f"{s['vs_random_median']['loss']} (mean Δ {100 * s['mean_delta_vs_random_median']:+.2f}); "
+                     f"Spearman ρ {s['mean_spearman']:.2f} ± {s['spearman_std']:.2f}; model trusted by the "
+                     f"nearness rule on {s['trusted']} of {s['datasets']}.")
+        lines.append("")
+    lines += ["| hold-out | dataset | recommended top-1 | top-1 | default | random median | best of 20 | "
+              "top-1 rank | noise | vs default | vs random | ρ |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+    for r in rows:
+        lines.append(f"| {r['holdout']} | {r['dataset']} | {r['top1']} | {r['top1_score']:.4f} | "
+                     f"{r['default_score']:.4f} | {r['random_median_score']:.4f} | {r['best_score']:.4f} | "
+                     f"{r['top1_rank_actual']} | {r['seed_noise']:.4f} | {r['vs_default']} | {r['vs_random']} | "
+                     f"{r['spearman']:.2f} |")
+    with open(os.path.join(res, "autodistiller.md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print("\n".join(lines[:8]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

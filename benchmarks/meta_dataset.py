@@ -30,7 +30,6 @@ continue), ``--export`` writes the records to ``distiller_nlp/resources/meta_dat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -151,8 +150,6 @@ def pipelines(cfg) -> list:
 
 
 def done_keys() -> set:
-    import pandas as pd
-
     if not os.path.isdir(RECORDS) or not any(f.endswith(".parquet") for f in os.listdir(RECORDS)):
         return set()
     from distiller_nlp.metadataset import load_meta_dataset
@@ -208,8 +205,6 @@ def build(names: list, limit: int = 0) -> int:
 
 
 def export() -> dict:
-    import pandas as pd
-
     from distiller_nlp.metadataset import load_meta_dataset
     from distiller_nlp.runs import write_json_atomic
 

@@ -158,7 +158,7 @@ def run_hpo(cfg, trials: int, space: Optional[str] = None, storage: Optional[str
     from distiller_nlp.config import dump_yaml
     from distiller_nlp.distill import distill
     from distiller_nlp.metadataset import check_meta_path, dataset_name
-    from distiller_nlp.runs import check_output_dir, create_output_dir, write_json_atomic
+    from distiller_nlp.runs import check_output_dir, create_output_dir
     from distiller_nlp.space import apply_params, describe_pipeline, load_space
 
     if trials <= 0:
@@ -170,6 +170,9 @@ def run_hpo(cfg, trials: int, space: Optional[str] = None, storage: Optional[str
     pr = make_pruner(pruner, int(round(cfg.train.epochs)))
     if cfg.stages:
         raise DistillerError("hpo searches one distillation stage: the base recipe must not have 'stages'")
+    if cfg.general:
+        raise DistillerError("hpo searches task distillation (a dev score to maximise): the base recipe has "
+                             "general: true")
     check_output_dir(out, resume=resume, overwrite=overwrite)
     if cfg.meta_dataset:
         check_meta_path(cfg.meta_dataset)

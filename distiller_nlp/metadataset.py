@@ -245,6 +245,9 @@ def load_meta_dataset(path: Optional[str] = None):
             df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
         elif p.is_file():
             df = pd.read_parquet(p)
+        elif not path:
+            raise DistillerError(f"the shipped meta-dataset {p} is missing: build it with `python "
+                                 "benchmarks/meta_dataset.py` then `--export`, or pass --meta-dataset FILE")
         else:
             raise DistillerError(f"meta-dataset {p} not found")
     except DistillerError:

@@ -159,9 +159,13 @@ def test_recommend_writes_a_recipe_run_accepts_and_verify(tiny_teacher, sst2_dir
     verify = pd.read_csv(out / "verify.csv")
     assert list(verify["run"]) == ["default", "top1"] and verify["eval_accuracy"].between(0, 1).all()
     # the recipe runs as is
-    code = main(["run", str(out / "recommended.yaml"), "--output-dir", str(tmp_path / "run"), "--epochs", "1"])
+    code = main(["run", str(out / "recommended.yaml"), "--output-dir", str(tmp_path / "run"), "--epochs", "1",
+                 "--meta-dataset", str(tmp_path / "runs.parquet")])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "student" / "config.json").is_file()
+    rec = load_meta_dataset(str(tmp_path / "runs.parquet"))
+    assert len(rec) == 1 and rec["source"].iloc[0] == "run"
+    assert json.loads(rec["pipeline"].iloc[0]) == json.loads((out / "summary.json").read_text())["top"][0]
 
 
 def test_recommend_falls_back_to_rules_far_from_the_meta_dataset(tiny_teacher, sst2_dir, tmp_path, capsys):

@@ -229,7 +229,13 @@ def test_hpo_needs_a_fine_tuned_teacher(tiny_backbone, sst2_dir, tmp_path, capsy
 def test_hpo_summary_json(tiny_teacher, sst2_dir, tmp_path, capsys):
     space = _space(tmp_path, {"lr": {"choices": [GOOD]}})
     out = tmp_path / "h"
-    assert main(_hpo_args(tiny_teacher, sst2_dir, out, space, 1, "--enqueue-recipe")) == 0
+    table = tmp_path / "meta"
+    assert main(_hpo_args(tiny_teacher, sst2_dir, out, space, 1, "--enqueue-recipe", "--meta-dataset",
+                          str(table))) == 0
+    from distiller_nlp.metadataset import load_meta_dataset
+
+    records = load_meta_dataset(str(table))  # a directory of shards: one per finished trial
+    assert len(records) == 1 and records["source"].iloc[0] == "hpo" and records["p_lr"].iloc[0] == GOOD
     s = json.loads((out / "summary.json").read_text())
     assert s["trials"]["complete"] == 1 and s["best_value"] > 0.5
     printed = capsys.readouterr().out

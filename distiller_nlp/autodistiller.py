@@ -144,7 +144,8 @@ def dataset_distances(meta, context: dict) -> list[tuple[str, float]]:
     cols = [c for c in META_FEATURE_NAMES if c in meta.columns]
     per = meta.groupby("dataset")[cols].mean(numeric_only=True)
     mu, sd = per.mean(), per.std(ddof=0)
-    sd = sd.where(sd > 1e-9, 1.0)
+    # a feature (nearly) constant across the datasets: scale by 5 % of its size instead of a vanishing spread
+    sd = np.maximum(sd, np.maximum(0.05 * mu.abs(), 1e-6))
     x = np.array([float(context.get(c, float("nan"))) for c in cols])
     out = []
     for name, row in per.iterrows():
@@ -198,7 +199,7 @@ def _available_stages(cfg) -> list:
             build_augmenter(name, 0.3, cfg.augment.params.get(name))
             ok.append(name)
         except DistillerError as exc:
-            logger.info("augmentation stage %s unavailable: %s", name, exc)
+            logger.debug("augmentation stage %s unavailable: %s", name, exc)
     return ok
 
 

@@ -403,6 +403,35 @@ class TeacherRunner:
         return batch
 
 
+class CachedMixupRunner(TeacherRunner):
+    """MixUp with a teacher cache: the originals' teacher outputs come from the cache and the teacher runs only on
+    the mixed copies — half the teacher's work of :class:`TeacherRunner`, with the same λ and permutation draws
+    (same RNG order), so the run matches the live one up to the cache's precision."""
+
+    def __call__(self, batch: dict) -> dict:
+        from distiller_nlp.teacher_cache import CachedTeacher
+
+        batch = CachedTeacher()(batch)
+        alpha = torch.tensor(float(self.mixup_alpha))
+        batch["mix_lambda"] = torch.distributions.Beta(alpha, alpha).sample().to(batch["input_ids"].device)
+        batch["mix_perm"] = torch.randperm(batch["input_ids"].shape[0]).to(batch["input_ids"].device)
+        both = mixup_inputs(self.teacher, batch)
+        n = batch["input_ids"].shape[0]
+        mixed = {k: v[n:] for k, v in both.items()}
+        with FeatureCapture(self.teacher, hidden_layers=self.hidden_layers) as cap:
+            logits = self.teacher(**mixed).logits
+        batch["teacher_logits"] = torch.cat([batch["teacher_logits"].to(logits.dtype), logits])
+        length = batch["input_ids"].shape[1]
+        hidden = {}
+        for layer, cached in batch["teacher_hidden"].items():
+            live = cap.hidden[layer]
+            if cached.shape[1] < length:  # cached rows are padded to the longest cached example
+                cached = torch.nn.functional.pad(cached, (0, 0, 0, length - cached.shape[1]))
+            hidden[layer] = torch.cat([cached[:, :length].to(live.dtype), live])
+        batch["teacher_hidden"] = hidden
+        return batch
+
+
 def check_pipeline(cfg: DistillConfig, source: str = "the recipe") -> None:
     """Validate what can be checked without loading a model: augmentation stages and their ``aug_p`` / checkpoints,
     the prediction loss, the mapping strategy, loss names and schedules (``run`` calls it for every stage before the
@@ -541,8 +570,6 @@ def _cache_problem(run) -> Optional[str]:
     """Why this pipeline cannot read the teacher from a cache (None if it can)."""
     if run.module.teacher_qkv_layers:
         return "attention_scores matches need the teacher's q/k, which are not cached"
-    if run.module.kd.mixup:
-        return "MixUp makes new teacher inputs every step"
     if run.extra_teachers:
         return "several teachers are averaged live"
     if run.online_augment:
@@ -660,6 +687,8 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False, o
         from distiller_nlp.teacher_cache import CachedTeacher
 
         runner, train_set, frozen = CachedTeacher(), cached, []
+        if module.kd.mixup:  # originals from the cache, the teacher live on the mixed copies only
+            runner, frozen = CachedMixupRunner(teacher, module), [teacher]
     else:
         runner = TeacherRunner(teacher, module, run.extra_teachers) if module.needs_teacher else None
         train_set, frozen = run.train_set, [teacher, *run.extra_teachers]

@@ -1,7 +1,8 @@
 """Teacher-output caching: run the teacher once over the training set, reuse its outputs in every epoch and run.
 
 A distillation step costs a teacher forward plus a student forward and backward. When the teacher's inputs do not
-change between epochs (no MixUp, no online augmentation), its outputs can be computed once:
+change between epochs (no online augmentation), its outputs can be computed once (with MixUp, for the originals:
+the teacher then runs on the mixed copies only, :class:`distiller_nlp.distill.CachedMixupRunner`):
 
 - :func:`compute_teacher_outputs` adds ``teacher_logits`` (float16 by default, float32 on request; one row of
   ``num_labels`` per example) and, on request, ``teacher_hidden_<l>`` (``(tokens_of_the_example, hidden)`` —

@@ -108,13 +108,15 @@ def test_attention_score_matches_cannot_use_a_cache(tiny_teacher, sst2_dir, tmp_
     assert code == 2 and "q/k" in capsys.readouterr().err and not out.exists()
 
 
-def test_fp32_cache_gives_the_live_loss_curve(tiny_teacher, sst2_dir, tmp_path, monkeypatch):
-    """With float32 storage the cached run follows the live run's loss curve step by step (1e-5)."""
+@pytest.mark.parametrize("extra", [[], ["--mixup"]], ids=["plain", "mixup"])
+def test_fp32_cache_gives_the_live_loss_curve(tiny_teacher, sst2_dir, tmp_path, monkeypatch, extra):
+    """With float32 storage the cached run follows the live run's loss curve step by step (1e-5) — with MixUp too,
+    where the cache serves the originals and the teacher runs on the mixed copies only."""
     monkeypatch.setenv("DISTILLER_NLP_CACHE", str(tmp_path / "cache"))
     common = ["distill", "--teacher", tiny_teacher, "--task", "sst2", "--data-dir", sst2_dir, "--student-shape",
               STUDENT, "--pred-loss", "kd", "--temperature", "2", "--mapping", "skip", "--inter-loss", "hidden_mse",
               "--max-steps", "10", "--lr", "3e-3", "--logging-steps", "1", "--max-length", "16", "--precision", "no",
-              "--report-to", "none", "--batch-size", "8"]
+              "--report-to", "none", "--batch-size", "8", *extra]
     assert main(common + ["--teacher-cache", "auto", "--set", "teacher_cache_dtype=float32",
                           "--output-dir", str(tmp_path / "cached")]) == 0
     assert main(common + ["--output-dir", str(tmp_path / "live")]) == 0
@@ -122,3 +124,4 @@ def test_fp32_cache_gives_the_live_loss_curve(tiny_teacher, sst2_dir, tmp_path, 
     assert [e["step"] for e in curves[0]] == list(range(1, 11))
     for a, b in zip(*curves):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6), (a, b)
+    assert json.loads((tmp_path / "cached" / "metrics.json").read_text())["teacher_cached"] is True

@@ -20,7 +20,7 @@ Protocol (fixed before the first measured run):
   ``train-mlm`` on the family's own training texts (240 steps; ``runs/mlm_tweets``, ``runs/meta/mlm_bbc``);
   augmented copies are made with augmentation seed 0;
 - seeds 1 and 2 (student init + data order); teacher outputs cached (float16) wherever the pipeline allows — with
-  MixUp for the originals, the teacher live on the mixed copies (the first 13 tweets3-1000 runs predate that and ran
+  MixUp for the originals, the teacher live on the mixed copies (the first 14 tweets3-1000 runs predate that and ran
   the teacher live on both halves).
 8 × 20 × 2 = 320 runs (training sets of ≤ 1,000 examples keep the 9 MixUp pipelines, which run the teacher every
 step, within the ≤ 4 CPU-hour budget); each appends one record (``source: benchmark``) to the shard directory ``runs/meta/records``.

@@ -130,15 +130,18 @@ def test_mixup_step_labels_both_halves():
     assert torch.isfinite(out["loss"])
 
 
-def test_distill_cli_with_mixup_refuses_a_cache(tiny_teacher, sst2_dir, tmp_path, capsys):
+def test_distill_cli_with_mixup_uses_the_cache_for_originals(tiny_teacher, sst2_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DISTILLER_NLP_CACHE", str(tmp_path / "cache"))
     args = ["distill", "--teacher", tiny_teacher, "--task", "sst2", "--data-dir", sst2_dir, "--student-shape",
             "layers=1,hidden=16,heads=2,intermediate=32", "--max-steps", "2", "--precision", "no", "--report-to",
             "none", "--max-length", "16", "--mixup", "--hard-label-weight", "1"]
-    assert main(args + ["--output-dir", str(tmp_path / "a"), "--teacher-cache", "auto"]) == 0  # auto: live teacher
-    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["teacher_cached"] is False
+    assert main(args + ["--output-dir", str(tmp_path / "a"), "--teacher-cache", "auto"]) == 0
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["teacher_cached"] is True
     capsys.readouterr()
-    assert main(args + ["--output-dir", str(tmp_path / "b"), "--teacher-cache", str(tmp_path)]) == 2
-    assert "MixUp" in capsys.readouterr().err
+    # copies regenerated during training cannot be cached: an explicit cache is refused, naming why
+    code = main(args + ["--output-dir", str(tmp_path / "b"), "--teacher-cache", str(tmp_path), "--augment", "random",
+                        "--reaug-every", "1"])
+    assert code == 2 and "augmented copies change" in capsys.readouterr().err
 
 
 def test_synonym_action_needs_local_wordnet(monkeypatch, tmp_path):

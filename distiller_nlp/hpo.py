@@ -66,7 +66,9 @@ def make_pruner(name: str, max_epochs: int):
     import optuna
 
     if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        # rungs at epochs 1, rf, rf², ...: Distiller's ASHA used rf 3 over many epochs; short trials need rf 2 so
+        # that a rung falls before the last epoch (rf 3 on 3 epochs would only judge after epoch 1 and at the end)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3 if max_epochs >= 9 else 2)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_epochs), reduction_factor=3)
     if name == "median":

@@ -221,6 +221,11 @@ def _check_value(name: str, value: Any, source: str) -> Any:
             raise DistillerError(f"{where}: '{value}' must be true or false")
         return value
     if typ is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DistillerError(f"{where}: '{value}' must be a number")
         value = float(value)

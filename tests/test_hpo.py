@@ -48,6 +48,14 @@ def test_default_space_loads_and_round_trips():
     assert cands == sp.candidates(40, seed=1, include=[default_pipeline(base)])  # seeded
 
 
+def test_exponent_without_a_dot_is_a_number():
+    # YAML 1.1 (PyYAML) reads 1e-4 as a string
+    import yaml
+
+    sp = space_from_dict(yaml.safe_load("params:\n  lr: {choices: [1e-4, 3e-4]}\n  temperature: {value: 2}\n"))
+    assert sp.params["lr"].choices == [1e-4, 3e-4] and sp.params["temperature"].value == 2.0
+
+
 def test_conditional_parameters_only_where_they_matter():
     sp = load_space()
     rng = np.random.default_rng(0)

@@ -199,3 +199,20 @@ def test_shipped_meta_dataset_is_complete():
     per = df.groupby("dataset")["pipeline_id"].nunique()
     assert (per >= 20).all()
     assert np.isfinite(df["score_ratio"]).all()
+
+
+@pytest.mark.parametrize("n, regression, stages, expect", [
+    (800, False, ["random", "contextual"], {"augment": "random+contextual", "pred_loss": "soft_ce", "mapping": "skip"}),
+    (800, False, ["random"], {"augment": "random", "pred_loss": "soft_ce", "mapping": "skip"}),
+    (60_000, False, ["random"], {"augment": "none", "pred_loss": "logits_mse", "mapping": "skip"}),
+    (400_000, False, ["random"], {"augment": "none", "pred_loss": "logits_mse", "mapping": "emd"}),
+    (5_000, True, [], {"augment": "none", "pred_loss": "logits_mse", "mapping": "skip"}),
+])
+def test_fallback_rules(n, regression, stages, expect):
+    from distiller_nlp.autodistiller import rule_pipeline
+
+    base = default_pipeline(DistillConfig())
+    p, why = rule_pipeline({"mf_n_train": float(n), "mf_is_regression": float(regression)}, stages, base)
+    assert {k: p[k] for k in expect} == expect
+    assert p["inter_loss"] == "mi_alpha" and p["mi_alpha"] == 0.9 and not p["mixup"] and p["lr"] == base["lr"]
+    assert ("aug_p" in p) == (p["augment"] != "none") and str(n) in why

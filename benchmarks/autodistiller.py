@@ -51,7 +51,7 @@ def evaluate_holdout(meta, held: list, label: str) -> list:
         actual_ratio = by["score_ratio"].mean()
         actual_score = by["student_score"].mean()
         seeds_diff = by["student_score"].agg(lambda s: float(s.max() - s.min()) if len(s) > 1 else np.nan)
-        noise = float(np.nanmean(seeds_diff)) / np.sqrt(2)
+        noise = float(np.nanmean(seeds_diff) / np.sqrt(2))
         pipes = {pid: json.loads(g["pipeline"].iloc[0]) for pid, g in by}
         ids = list(actual_ratio.index)
         pred = model.predict(ctx, [pipes[i] for i in ids])

@@ -369,6 +369,13 @@ def _paired_p(diffs: list) -> str:
     return "n/a" if math.isnan(p) else f"{p:.3g}"
 
 
+def _subnet_table(rows: list) -> list:
+    """Markdown rows: sub-space, subnet, GFLOPs, proxy score, fine-tuned test accuracy."""
+    return ["| sub-space | subnet | GFLOPs | held-out relation loss | test accuracy |", "|---|---|---|---|---|"] + [
+        f"| {row['subspace']} | {row['arch']} | {row['flops'] / 1e9:.3f} | {row['score']:.4f} | {row['accuracy']:.4f} |"
+        for row in rows]
+
+
 def write_table(r: dict) -> None:
     lines = ["# AutoDistil benchmark (packaged MiniLM-L6-H384 teacher, packaged tweets)", "",
              f"SuperLM training budget: {r.get('training', '')}", "",
@@ -469,10 +476,7 @@ def write_table(r: dict) -> None:
                       f"Protocol (fixed before the first measured run): {d['subnets']} plain-BERT subnets of the K=3 "
                       "SuperLMs at evenly spaced FLOPs quantiles of all 192 plain-BERT candidates (FLOPs at 128 "
                       f"tokens); {d['protocol']}.", "",
-                      "| sub-space | subnet | GFLOPs | held-out relation loss | test accuracy |", "|---|---|---|---|---|"]
-            for row in d["rows"]:
-                lines.append(f"| {row['subspace']} | {row['arch']} | {row['flops'] / 1e9:.3f} | {row['score']:.4f} | "
-                             f"{row['accuracy']:.4f} |")
+                      *_subnet_table(d["rows"])]
             lines += ["", f"Spearman(−relation loss, accuracy) = **{d['rho']:.3f}** (p = {d['p']:.3g}, n = "
                           f"{d['subnets']}); for comparison Spearman(FLOPs, accuracy) = {d['rho_flops_acc']:.3f} "
                           f"(p = {d['p_flops_acc']:.3g}).", ""]
@@ -485,10 +489,7 @@ def write_table(r: dict) -> None:
                   f"`--plain-bert` search that fit the 1/4 budget and have >= {d['min_gflops']:g} GFLOPs (so within "
                   f"~30% of each other in cost), {d['subnets']} at evenly spaced quantiles of their search score; "
                   f"{d['protocol']}.", "",
-                  "| sub-space | subnet | GFLOPs | held-out relation loss | test accuracy |", "|---|---|---|---|---|"]
-        for row in d["rows"]:
-            lines.append(f"| {row['subspace']} | {row['arch']} | {row['flops'] / 1e9:.3f} | {row['score']:.4f} | "
-                         f"{row['accuracy']:.4f} |")
+                  *_subnet_table(d["rows"])]
         lines += ["", f"Spearman(−relation loss, accuracy) = **{d['rho']:.3f}** (p = {d['p']:.3g}, n = "
                       f"{d['subnets']}); Spearman(FLOPs, accuracy) = {d['rho_flops_acc']:.3f} (p = "
                       f"{d['p_flops_acc']:.3g}).", ""]

@@ -205,22 +205,19 @@ def _available_stages(cfg) -> list:
 
 def new_dataset_context(cfg) -> dict:
     """Meta-features and model descriptors of the recipe's dataset, teacher and student (no training)."""
-    from distiller_nlp.data import load_task_data
+    from distiller_nlp.data import load_data_config
     from distiller_nlp.metadataset import cached_meta_features, ratio_kind
-    from distiller_nlp.models import (_student_config, describe_model, load_backbone_for_finetune,
-                                      load_teacher_for_task, load_tokenizer, parse_student_shape,
-                                      resolve_model_path)
-    from distiller_nlp.pipeline import _teacher_has_classifier
+    from distiller_nlp.models import (_student_config, describe_model, load_backbone_for_finetune, load_tokenizer,
+                                      parse_student_shape, resolve_model_path)
+    from distiller_nlp.pipeline import load_finetuned_teacher
 
     d = cfg.data
-    ds, task = load_task_data(d.task, data_dir=d.data_dir or None, text_column=d.text_column or None,
-                              text_pair_column=d.text_pair_column or None, label_column=d.label_column or None,
-                              max_train_examples=d.max_train_examples or None,
-                              max_eval_examples=d.max_eval_examples or None, seed=cfg.train.seed)
+    ds, task = load_data_config(d, seed=cfg.train.seed)
     path = resolve_model_path(cfg.teacher or "minilm")
-    finetuned = _teacher_has_classifier(path, task, cfg.trust_remote_code)
-    teacher = (load_teacher_for_task(path, task, trust_remote_code=cfg.trust_remote_code) if finetuned
-               else load_backbone_for_finetune(path, task, trust_remote_code=cfg.trust_remote_code))
+    teacher = load_finetuned_teacher(path, task, cfg.trust_remote_code)  # loaded once
+    finetuned = teacher is not None
+    if teacher is None:  # only its sentence embeddings are used
+        teacher = load_backbone_for_finetune(path, task, trust_remote_code=cfg.trust_remote_code)
     teacher.eval()
     tok = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
     feats = cached_meta_features(ds["train"], task, tok, teacher, path,

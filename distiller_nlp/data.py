@@ -1049,6 +1049,15 @@ def _tokenize_batch(batch, tokenizer, max_length, has_pair, has_label):
     return out
 
 
+def load_data_config(data: Any, seed: int = 42):
+    """:func:`load_task_data` for a recipe's ``data`` section (a :class:`~distiller_nlp.config.DataConfig`:
+    ``task``, ``data_dir``, ``*_column``, ``max_train_examples``, ``max_eval_examples``; empty values = unset)."""
+    return load_task_data(data.task, data_dir=data.data_dir or None, text_column=data.text_column or None,
+                          text_pair_column=data.text_pair_column or None, label_column=data.label_column or None,
+                          max_train_examples=data.max_train_examples or None,
+                          max_eval_examples=data.max_eval_examples or None, seed=seed)
+
+
 def tokenize_dataset(ds, tokenizer, max_length: int = 128):
     """Tokenize normalized splits: ``input_ids``, ``attention_mask``, [``token_type_ids``], ``labels``.
 

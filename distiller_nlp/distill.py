@@ -464,7 +464,7 @@ def _setup(cfg: DistillConfig):
 
     from accelerate.utils import set_seed
 
-    from distiller_nlp.data import load_task_data, make_collator, tokenize_dataset
+    from distiller_nlp.data import load_data_config, make_collator, tokenize_dataset
     from distiller_nlp.models import (build_student, load_teacher_for_task, load_tokenizer, parse_student_shape,
                                       resolve_model_path)
     from distiller_nlp.runs import eval_splits
@@ -475,10 +475,7 @@ def _setup(cfg: DistillConfig):
         raise DistillerError(f"student_init '{cfg.student_init}' must be auto, teacher or random")
     set_seed(cfg.train.seed)
     d = cfg.data
-    ds, task = load_task_data(d.task, data_dir=d.data_dir or None, text_column=d.text_column or None,
-                              text_pair_column=d.text_pair_column or None, label_column=d.label_column or None,
-                              max_train_examples=d.max_train_examples or None,
-                              max_eval_examples=d.max_eval_examples or None, seed=cfg.train.seed)
+    ds, task = load_data_config(d, seed=cfg.train.seed)
     n_original = len(ds["train"])
     a = cfg.augment
     online = bool(a.stages) and (a.reaug_every > 0 or a.repeated_aug > 1)

@@ -92,7 +92,7 @@ def _check_owner(storage, name: str, dataset: str, url: str) -> None:
 
 def _check_base(cfg) -> object:
     """Validate the base recipe once (data, teacher, pipeline) so a bad base fails before any trial."""
-    from distiller_nlp.data import load_task_data
+    from distiller_nlp.data import load_data_config
     from distiller_nlp.distill import check_pipeline
     from distiller_nlp.models import resolve_model_path
     from distiller_nlp.pipeline import _teacher_has_classifier
@@ -101,10 +101,7 @@ def _check_base(cfg) -> object:
         raise DistillerError("--teacher is required (a teacher fine-tuned on the task)")
     check_pipeline(cfg, "the base recipe")
     d = cfg.data
-    _, task = load_task_data(d.task, data_dir=d.data_dir or None, text_column=d.text_column or None,
-                             text_pair_column=d.text_pair_column or None, label_column=d.label_column or None,
-                             max_train_examples=d.max_train_examples or None,
-                             max_eval_examples=d.max_eval_examples or None, seed=cfg.train.seed)
+    _, task = load_data_config(d, seed=cfg.train.seed)
     path = resolve_model_path(cfg.teacher)
     if not _teacher_has_classifier(path, task, cfg.trust_remote_code):
         raise DistillerError(f"teacher {cfg.teacher} has no classifier for {task.name}: fine-tune it first "
@@ -120,31 +117,24 @@ def _save_plots(study, out_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
     import optuna
 
+    plots = [("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history)]
+    if len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) >= 2:
+        plots.append(("param_importances.png", optuna.visualization.matplotlib.plot_param_importances))
     written = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optuna's matplotlib plots are marked experimental
-        try:
-            ax = optuna.visualization.matplotlib.plot_optimization_history(study)
-            ax.figure.set_size_inches(7, 4)
-            ax.figure.tight_layout()
-            path = os.path.join(out_dir, "optimization_history.png")
-            ax.figure.savefig(path, dpi=110)
-            plt.close(ax.figure)
-            written.append(path)
-        except Exception as exc:  # no finished trial yet
-            logger.info("no optimisation history plot: %s", exc)
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if len(complete) >= 2:
+    for name, plot in plots:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna's matplotlib plots are marked experimental
             try:
-                ax = optuna.visualization.matplotlib.plot_param_importances(study)
-                ax.figure.set_size_inches(7, 4)
-                ax.figure.tight_layout()
-                path = os.path.join(out_dir, "param_importances.png")
-                ax.figure.savefig(path, dpi=110)
-                plt.close(ax.figure)
-                written.append(path)
-            except Exception as exc:  # e.g. no parameter varied across the completed trials
-                logger.info("no parameter-importance plot: %s", exc)
+                ax = plot(study)
+            except Exception as exc:  # no finished trial yet, or no parameter varied across them
+                logger.info("no %s: %s", name, exc)
+                continue
+        ax.figure.set_size_inches(7, 4)
+        ax.figure.tight_layout()
+        path = os.path.join(out_dir, name)
+        ax.figure.savefig(path, dpi=110)
+        plt.close(ax.figure)
+        written.append(path)
     return written
 
 

@@ -132,13 +132,10 @@ def load_mlm_corpus(cfg: MLMConfig) -> tuple[list[str], list[str]]:
             train = train[: int(cfg.data.max_train_examples)]
         return train, evals
 
-    from distiller_nlp.data import load_task_data
+    from distiller_nlp.data import load_data_config
 
     d = cfg.data
-    ds, task = load_task_data(d.task, data_dir=d.data_dir or None, text_column=d.text_column or None,
-                              text_pair_column=d.text_pair_column or None, label_column=d.label_column or None,
-                              max_train_examples=d.max_train_examples or None,
-                              max_eval_examples=d.max_eval_examples or None, seed=cfg.train.seed)
+    ds, task = load_data_config(d, seed=cfg.train.seed)
 
     def texts(split) -> list[str]:
         out = list(split["text"])

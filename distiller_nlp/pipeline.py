@@ -51,16 +51,20 @@ def expand_stages(cfg: DistillConfig, source: str = "the recipe") -> list[tuple[
     return out
 
 
-def _teacher_has_classifier(path: str, task, trust_remote_code: bool) -> bool:
+def load_finetuned_teacher(path: str, task, trust_remote_code: bool):
+    """The teacher at ``path`` when it has a classifier for ``task``, else None (other load errors propagate)."""
     from distiller_nlp.models import load_teacher_for_task
 
     try:
-        load_teacher_for_task(path, task, trust_remote_code=trust_remote_code)
+        return load_teacher_for_task(path, task, trust_remote_code=trust_remote_code)
     except DistillerError as exc:
         if "no classifier trained" in str(exc):
-            return False
+            return None
         raise
-    return True
+
+
+def _teacher_has_classifier(path: str, task, trust_remote_code: bool) -> bool:
+    return load_finetuned_teacher(path, task, trust_remote_code) is not None
 
 
 def _stage(fn, directory: str, resume: bool, overwrite: bool, *args):

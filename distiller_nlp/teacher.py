@@ -41,7 +41,7 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
     from accelerate.utils import set_seed
 
     from distiller_nlp.core.engine import Engine
-    from distiller_nlp.data import load_task_data, make_collator, tokenize_dataset
+    from distiller_nlp.data import load_data_config, make_collator, tokenize_dataset
     from distiller_nlp.models import describe_model, load_backbone_for_finetune, load_tokenizer, resolve_model_path, save_student
     from distiller_nlp.runs import (check_output_dir, create_output_dir, is_main_process, eval_splits, promote_best,
                                     task_metric_fn, write_json_atomic)
@@ -50,10 +50,7 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
     check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     set_seed(cfg.train.seed)
     d = cfg.data
-    ds, task = load_task_data(d.task, data_dir=d.data_dir or None, text_column=d.text_column or None,
-                              text_pair_column=d.text_pair_column or None, label_column=d.label_column or None,
-                              max_train_examples=d.max_train_examples or None,
-                              max_eval_examples=d.max_eval_examples or None, seed=cfg.train.seed)
+    ds, task = load_data_config(d, seed=cfg.train.seed)
     path = resolve_model_path(cfg.model)
     model = load_backbone_for_finetune(path, task, trust_remote_code=cfg.trust_remote_code)
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)

@@ -26,13 +26,16 @@ Protocol (fixed before the first measured run):
 step, within the ≤ 4 CPU-hour budget); each appends one record (``source: benchmark``) to the shard directory ``runs/meta/records``.
 
 Usage: ``python benchmarks/meta_dataset.py [--datasets a,b] [--limit N]`` (builds what is missing; rerun to
-continue), ``--export`` writes the records to ``distiller_nlp/resources/meta_dataset.parquet`` and a summary to
+continue; start it once per free core and the processes share the runs through per-run ``flock`` locks in
+``runs/meta/locks``), ``--export`` writes the records to ``distiller_nlp/resources/meta_dataset.parquet`` and a summary to
 ``benchmarks/results/meta_dataset.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -63,16 +66,42 @@ DATASETS = {
 }
 
 
+@contextlib.contextmanager
+def _lock(name: str, wait: bool = True):
+    """An exclusive ``flock`` on ``runs/meta/locks/NAME``; yields False when ``wait`` is off and another worker holds it.
+
+    Several builder processes (``--workers`` is simply running the script more than once) share the work this way:
+    a lock dies with its process, so a killed worker leaves nothing stale behind."""
+    os.makedirs(os.path.join(WORK, "locks"), exist_ok=True)
+    with open(os.path.join(WORK, "locks", name), "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def write_dataset(name: str) -> str:
     """The dataset as a directory of ``train/dev/test.parquet`` (text, label name); written once."""
+    out = os.path.join(WORK, "data", name)
+    if os.path.isfile(os.path.join(out, "test.parquet")):
+        return out
+    with _lock(f"data-{name}"):
+        if not os.path.isfile(os.path.join(out, "test.parquet")):
+            _write_dataset(name, out)
+    return out
+
+
+def _write_dataset(name: str, out: str) -> None:
     import numpy as np
     import pandas as pd
 
     from distiller_nlp.data import load_task_data, stratified_subset
 
-    out = os.path.join(WORK, "data", name)
-    if os.path.isfile(os.path.join(out, "test.parquet")):
-        return out
     family, corpus, keep, n_train = DATASETS[name]
     ds, task = load_task_data(corpus)
     names = task.label_names
@@ -93,7 +122,6 @@ def write_dataset(name: str) -> str:
     if os.path.isdir(out):
         shutil.rmtree(out)
     os.replace(tmp, out)
-    return out
 
 
 def data_config(name: str):
@@ -103,12 +131,19 @@ def data_config(name: str):
 
 
 def teacher_for(name: str) -> str:
-    from distiller_nlp.config import FinetuneConfig, TrainArgs
-    from distiller_nlp.teacher import finetune_teacher
-
     out = os.path.join(WORK, "teachers", name)
     if os.path.isfile(os.path.join(out, "metrics.json")):
         return out
+    with _lock(f"teacher-{name}"):  # another worker may be training it: wait, then reuse it
+        if os.path.isfile(os.path.join(out, "metrics.json")):
+            return out
+        return _train_teacher(name, out)
+
+
+def _train_teacher(name: str, out: str) -> str:
+    from distiller_nlp.config import FinetuneConfig, TrainArgs
+    from distiller_nlp.teacher import finetune_teacher
+
     resume = os.path.isdir(os.path.join(out, "checkpoints"))
     cfg = FinetuneConfig(model="minilm", output_dir=out, data=data_config(name),
                          train=TrainArgs(epochs=3, lr=1e-4, batch_size=32, max_length=64, seed=0, precision="no",
@@ -119,12 +154,19 @@ def teacher_for(name: str) -> str:
 
 
 def mlm_for(family: str) -> str:
-    from distiller_nlp.mlm import MLMConfig, train_mlm
-    from distiller_nlp.config import DataConfig, TrainArgs
-
     out = MLM[family]
     if os.path.isfile(os.path.join(out, "config.json")) and os.path.isfile(os.path.join(out, "metrics.json")):
         return out
+    with _lock(f"mlm-{family}"):
+        if os.path.isfile(os.path.join(out, "metrics.json")):
+            return out
+        return _train_mlm(family, out)
+
+
+def _train_mlm(family: str, out: str) -> str:
+    from distiller_nlp.config import DataConfig, TrainArgs
+    from distiller_nlp.mlm import MLMConfig, train_mlm
+
     task = "tweets" if family == "tweets" else "bbc-headlines"
     cfg = MLMConfig(model="minilm", output_dir=out, data=DataConfig(task=task, max_eval_examples=1000),
                     train=TrainArgs(epochs=1, max_steps=240, batch_size=32, lr=1e-4, max_length=64, warmup_ratio=0.06,
@@ -163,9 +205,9 @@ def done_keys() -> set:
 
 
 def build(names: list, limit: int = 0) -> int:
-    from distiller_nlp.distill import distill
+    """Run every missing (dataset, pipeline, seed); several processes may run this at once (per-run locks)."""
     from distiller_nlp.metadataset import dataset_name
-    from distiller_nlp.space import apply_params, describe_pipeline, pipeline_key
+    from distiller_nlp.space import pipeline_key
 
     done = done_keys()
     ran = 0
@@ -184,33 +226,47 @@ def build(names: list, limit: int = 0) -> int:
         key = (dataset_name(base), pipeline_key(p), seed)
         if key in done:
             continue
-        cfg = apply_params(base, p)
-        cfg.output_dir = os.path.join(WORK, "runs", name, f"{pipeline_key(p)}-s{seed}")
-        print(f"[meta] {name} seed {seed} pipeline {i + 1}/{N_PIPELINES}: {describe_pipeline(p)}")
-        cpu0, wall0 = time.process_time(), time.time()
-        try:
-            metrics = distill(cfg, overwrite=True, record_source="benchmark")
-            print(f"[meta]   dev {metrics.get('eval_accuracy', float('nan')):.4f}  ({metrics.get('train_runtime_s')} s)")
-        except Exception as exc:  # a pipeline that cannot run here is recorded nowhere; report it and go on
-            print(f"[meta]   FAILED: {type(exc).__name__}: {exc}")
-            continue
-        finally:
-            for sub in ("best", "checkpoints", "runs"):  # keep metrics/history only: 320 students would fill the disk
-                shutil.rmtree(os.path.join(cfg.output_dir, sub), ignore_errors=True)
-            for f in ("model.safetensors",):
-                if os.path.exists(os.path.join(cfg.output_dir, f)):
-                    os.remove(os.path.join(cfg.output_dir, f))
-        with open(os.path.join(WORK, "cpu_seconds.jsonl"), "a") as fh:  # CPU time: the budget's unit
-            fh.write(json.dumps({"dataset": key[0], "pipeline_id": key[1], "seed": seed,
-                                 "cpu_s": round(time.process_time() - cpu0, 1),
-                                 "wall_s": round(time.time() - wall0, 1)}) + "\n")
-        ran += 1
+        with _lock(f"run-{name}-{pipeline_key(p)}-s{seed}", wait=False) as mine:
+            if not mine:  # another worker is running it
+                continue
+            if key in done_keys():  # another worker finished it after this one started
+                done.add(key)
+                continue
+            ran += _run_one(base, p, key, seed, name, i)
         done.add(key)
         el = time.time() - t0
-        print(f"[meta]   {len(done)}/{total} recorded; {el / ran:.0f} s per run this session")
+        print(f"[meta]   {len(done)}/{total} recorded; {el / max(ran, 1):.0f} s per run by this worker")
         if limit and ran >= limit:
             break
     return ran
+
+
+def _run_one(base, p, key, seed: int, name: str, i: int) -> int:
+    """One distillation run appending its record; 1 when it ran, 0 when it failed (reported, recorded nowhere)."""
+    from distiller_nlp.distill import distill
+    from distiller_nlp.space import apply_params, describe_pipeline, pipeline_key
+
+    cfg = apply_params(base, p)
+    cfg.output_dir = os.path.join(WORK, "runs", name, f"{pipeline_key(p)}-s{seed}")
+    print(f"[meta] {name} seed {seed} pipeline {i + 1}/{N_PIPELINES}: {describe_pipeline(p)}")
+    cpu0, wall0 = time.process_time(), time.time()
+    try:
+        metrics = distill(cfg, overwrite=True, record_source="benchmark")
+        print(f"[meta]   dev {metrics.get('eval_accuracy', float('nan')):.4f}  ({metrics.get('train_runtime_s')} s)")
+    except Exception as exc:  # a pipeline that cannot run here is recorded nowhere; report it and go on
+        print(f"[meta]   FAILED: {type(exc).__name__}: {exc}")
+        return 0
+    finally:
+        for sub in ("best", "checkpoints", "runs"):  # keep metrics/history only: 320 students would fill the disk
+            shutil.rmtree(os.path.join(cfg.output_dir, sub), ignore_errors=True)
+        for f in ("model.safetensors",):
+            if os.path.exists(os.path.join(cfg.output_dir, f)):
+                os.remove(os.path.join(cfg.output_dir, f))
+    with open(os.path.join(WORK, "cpu_seconds.jsonl"), "a") as fh:  # CPU time: the budget's unit
+        fh.write(json.dumps({"dataset": key[0], "pipeline_id": key[1], "seed": seed,
+                             "cpu_s": round(time.process_time() - cpu0, 1),
+                             "wall_s": round(time.time() - wall0, 1)}) + "\n")
+    return 1
 
 
 def export() -> dict:

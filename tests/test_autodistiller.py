@@ -245,3 +245,21 @@ def test_holdout_evidence_recovers_a_planted_pipeline():
     for r in rows:
         assert r["top1_rank_actual"] == 1 and r["vs_default"] == "win" and r["spearman"] > 0.5
         assert not r["top1_is_default"] and r["top1_score"] > r["default_score"]
+
+
+def test_meta_builder_workers_share_runs_through_locks(tmp_path, monkeypatch):
+    """benchmarks/meta_dataset.py: a run another worker holds is skipped (non-blocking), free again once released."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import meta_dataset  # noqa: E402
+
+    monkeypatch.setattr(meta_dataset, "WORK", str(tmp_path))
+    with meta_dataset._lock("run-x") as first:
+        assert first is True
+        with meta_dataset._lock("run-x", wait=False) as second:  # a second open file description: another worker
+            assert second is False
+        with meta_dataset._lock("run-y", wait=False) as other:
+            assert other is True
+    with meta_dataset._lock("run-x", wait=False) as again:
+        assert again is True

@@ -2,7 +2,7 @@
 """Evidence for AutoDistiller: does the recommended pipeline beat the default on a dataset it has not seen?
 
 Protocol (fixed before the first measured run):
-- data: the shipped meta-dataset (``benchmarks/meta_dataset.py``: 9 datasets in 2 families, the same 20 pipelines
+- data: the shipped meta-dataset (``benchmarks/meta_dataset.py``: 8 datasets in 2 families, the same 20 pipelines
   on each, 2 seeds per pipeline); the candidates for a held-out dataset are the 20 pipelines that were actually run
   on it, so every recommendation has a measured outcome without new runs;
 - hold-out: (1) one whole family at a time (fit on the other family only), (2) one dataset at a time inside its

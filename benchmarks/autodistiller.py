@@ -94,9 +94,11 @@ def main(argv=None) -> int:
     meta = load_meta_dataset(args.meta)
     rows = []
     families = sorted(meta["family"].unique())
-    for fam in families:
+    for fam in families if len(families) > 1 else []:  # one family: nothing left to fit on when it is held out
         held = sorted(meta.loc[meta["family"] == fam, "dataset"].unique())
         rows += evaluate_holdout(meta, held, f"family {fam}")
+    if len(families) < 2:
+        print(f"only one family ({families[0]}): the family hold-out is skipped", file=sys.stderr)
     for d in sorted(meta["dataset"].unique()):
         rows += evaluate_holdout(meta, [d], "dataset")
     df = pd.DataFrame(rows)

@@ -11,7 +11,8 @@ Protocol (fixed before the first measured run):
   the training part;
 - per held-out dataset: the actual dev score (mean over the 2 seeds) of the predicted top-1 pipeline against
   (a) the default pipeline (logit KD only) and (b) the median of the other 19 pipelines (drawn at random from the
-  space); a win / loss when the difference exceeds the dataset's seed noise (the mean over its pipelines of the
+  space); also the top-1 among the pipelines at the default's lr (3e-4) against the default, which separates what the
+  KD pipeline buys from what a better learning rate buys; a win / loss when the difference exceeds the dataset's seed noise (the mean over its pipelines of the
   two seeds' absolute difference / √2, i.e. the standard error of a 2-seed mean), a tie otherwise; Spearman ρ
   between predicted and actual ratios over the 20 pipelines; whether ``recommend``'s nearness rule would have
   trusted the model (else it falls back to its rules).
@@ -64,6 +65,10 @@ def evaluate_holdout(meta, held: list, label: str) -> list:
         rho = float(spearmanr(pred, [actual_ratio[i] for i in ids]).statistic)
         near = [n for n, dist in dataset_distances(train, context_features(ctx) | ctx) if dist <= NEAR_DISTANCE]
         d_default = float(actual_score[top] - actual_score[default_id])
+        # the same recommendation restricted to the base lr: what the KD pipeline buys apart from a better lr
+        same_lr = [j for j, i in enumerate(ids) if pipes[i].get("lr") == BASE_LR]
+        top_lr = ids[same_lr[int(np.argmax([pred[j] for j in same_lr]))]] if same_lr else default_id
+        d_default_lr = float(actual_score[top_lr] - actual_score[default_id])
         d_random = float(actual_score[top] - median_random)
 
         def verdict(delta: float) -> str:
@@ -77,6 +82,8 @@ def evaluate_holdout(meta, held: list, label: str) -> list:
             "top1_rank_actual": int((actual_score > actual_score[top]).sum()) + 1,
             "delta_vs_default": d_default, "delta_vs_random_median": d_random, "seed_noise": noise,
             "vs_default": verdict(d_default), "vs_random": verdict(d_random), "spearman": rho,
+            "top1_base_lr": describe_pipeline(pipes[top_lr]), "top1_base_lr_score": float(actual_score[top_lr]),
+            "delta_base_lr_vs_default": d_default_lr, "vs_default_base_lr": verdict(d_default_lr),
             "trusted": len(near) >= MIN_NEAR_DATASETS, "near_datasets": len(near),
         })
     return rows
@@ -109,6 +116,8 @@ def main(argv=None) -> int:
             "vs_default": {k: int((g["vs_default"] == k).sum()) for k in ("win", "tie", "loss")},
             "vs_random_median": {k: int((g["vs_random"] == k).sum()) for k in ("win", "tie", "loss")},
             "mean_delta_vs_default": float(g["delta_vs_default"].mean()),
+            "vs_default_base_lr": {k: int((g["vs_default_base_lr"] == k).sum()) for k in ("win", "tie", "loss")},
+            "mean_delta_base_lr_vs_default": float(g["delta_base_lr_vs_default"].mean()),
             "mean_delta_vs_random_median": float(g["delta_vs_random_median"].mean()),
             "mean_spearman": float(g["spearman"].mean()),
             "spearman_std": float(g["spearman"].std(ddof=0)),
@@ -129,17 +138,21 @@ def main(argv=None) -> int:
                      f"losses (mean Δ {100 * s['mean_delta_vs_default']:+.2f} points); vs median random pipeline "
                      f"{s['vs_random_median']['win']} / {s['vs_random_median']['tie']} / "
                      f"{s['vs_random_median']['loss']} (mean Δ {100 * s['mean_delta_vs_random_median']:+.2f}); "
+                     f"top-1 among the base-lr ({BASE_LR:g}) pipelines vs default {s['vs_default_base_lr']['win']} / "
+                     f"{s['vs_default_base_lr']['tie']} / {s['vs_default_base_lr']['loss']} (mean Δ "
+                     f"{100 * s['mean_delta_base_lr_vs_default']:+.2f}: the pipeline's share apart from the lr); "
                      f"Spearman ρ {s['mean_spearman']:.2f} ± {s['spearman_std']:.2f}; model trusted by the "
                      f"nearness rule on {s['trusted']} of {s['datasets']}.")
         lines.append("")
     lines += ["| hold-out | dataset | recommended top-1 | top-1 | default | random median | best of 20 | "
-              "top-1 rank | noise | vs default | vs random | ρ |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+              "top-1 rank | noise | vs default | vs random | ρ | top-1 at base lr | its score | vs default |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|---|"]
     for r in rows:
         lines.append(f"| {r['holdout']} | {r['dataset']} | {r['top1']} | {r['top1_score']:.4f} | "
                      f"{r['default_score']:.4f} | {r['random_median_score']:.4f} | {r['best_score']:.4f} | "
                      f"{r['top1_rank_actual']} | {r['seed_noise']:.4f} | {r['vs_default']} | {r['vs_random']} | "
-                     f"{r['spearman']:.2f} |")
+                     f"{r['spearman']:.2f} | {r['top1_base_lr']} | {r['top1_base_lr_score']:.4f} | "
+                     f"{r['vs_default_base_lr']} |")
     with open(os.path.join(res, "autodistiller.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines[:8]))

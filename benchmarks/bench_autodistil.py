@@ -17,8 +17,12 @@ Needs trained SuperLMs (``autodistil train-superlm --subspaces all ... --output-
 Writes ``benchmarks/results/autodistil.json`` and ``autodistil.md``. Run with one intra-op thread on a shared
 machine (``OMP_NUM_THREADS=1``)::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_autodistil.py --k3 runs/autodistil/k3 --sections a,search,b
-    OMP_NUM_THREADS=1 python benchmarks/bench_autodistil.py --k3 K3 --k1 runs/autodistil/k1 --sections a,d,b,c
+    OMP_NUM_THREADS=1 python benchmarks/bench_autodistil.py --k3 K3 --k1 K1 --sections a,d,search,b,d2
+    OMP_NUM_THREADS=1 python benchmarks/bench_autodistil.py --k3 K3 --k1 K1 --sections c --c-seeds 1,2,3
+
+(the shipped table: K3 = ``autodistil train-superlm --config recipes/autodistil/train-minilm-k3.yaml --batch-size 16``
+with 1,000 steps per sub-space, K1 = the same with ``train-minilm-oneshot.yaml``, 3,000 steps; ``--resume`` continues
+either after an interruption).
 
 Fine-tuning runs whose directory already holds ``metrics.json`` are reused (a killed benchmark resumes).
 """

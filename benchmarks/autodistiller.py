@@ -12,8 +12,9 @@ Protocol (fixed before the first measured run):
 - per held-out dataset: the actual dev score (mean over the 2 seeds) of the predicted top-1 pipeline against
   (a) the default pipeline (logit KD only) and (b) the median of the other 19 pipelines (drawn at random from the
   space); also the top-1 among the pipelines at the default's lr (3e-4) against the default, which separates what the
-  KD pipeline buys from what a better learning rate buys; a win / loss when the difference exceeds the dataset's seed noise (the mean over its pipelines of the
-  two seeds' absolute difference / √2, i.e. the standard error of a 2-seed mean), a tie otherwise; Spearman ρ
+  KD pipeline buys from what a better learning rate buys; a win / loss when the difference exceeds the dataset's
+  seed noise (the mean over its pipelines of the two seeds' absolute difference / √2, i.e. the standard error of a
+  2-seed mean), a tie otherwise; Spearman ρ
   between predicted and actual ratios over the 20 pipelines; whether ``recommend``'s nearness rule would have
   trusted the model (else it falls back to its rules).
 

@@ -470,7 +470,8 @@ def write_table(r: dict) -> None:
                   f"({(c.get('k1_runtime_s') or 0):.0f} s), same data, batch, lr, sampling and seed. Both searched with "
                   "`--plain-bert --budget-ratio 0.25` at 128 tokens on the same held-out set; students fine-tuned "
                   f"with the protocol of (b), seeds {', '.join(map(str, c['seeds']))}.", "",
-                  "| space | searched student | GFLOPs | held-out relation loss (own SuperLM, not comparable across rows) | test accuracy (mean ± sd) | per seed |",
+                  "| space | searched student | GFLOPs | held-out relation loss (own SuperLM, not comparable across "
+                  "rows) | test accuracy (mean ± sd) | per seed |",
                   "|---|---|---|---|---|---|"]
         k3s = r.get("search_plain", {})
         lines.append(f"| K=3 | {c['k3_arch']} | {(c['k3_flops'] or 0) / 1e9:.3f} | "

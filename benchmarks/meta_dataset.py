@@ -27,8 +27,8 @@ step, within the ≤ 4 CPU-hour budget); each appends one record (``source: benc
 
 Usage: ``python benchmarks/meta_dataset.py [--datasets a,b] [--limit N]`` (builds what is missing; rerun to
 continue; start it once per free core and the processes share the runs through per-run ``flock`` locks in
-``runs/meta/locks``), ``--export`` writes the records to ``distiller_nlp/resources/meta_dataset.parquet`` and a summary to
-``benchmarks/results/meta_dataset.{json,md}``.
+``runs/meta/locks``), ``--export`` writes the records to ``distiller_nlp/resources/meta_dataset.parquet`` and a
+summary to ``benchmarks/results/meta_dataset.{json,md}``.
 """
 
 from __future__ import annotations
@@ -68,10 +68,9 @@ DATASETS = {
 
 @contextlib.contextmanager
 def _lock(name: str, wait: bool = True):
-    """An exclusive ``flock`` on ``runs/meta/locks/NAME``; yields False when ``wait`` is off and another worker holds it.
-
-    Several builder processes (``--workers`` is simply running the script more than once) share the work this way:
-    a lock dies with its process, so a killed worker leaves nothing stale behind."""
+    """An exclusive ``flock`` on ``runs/meta/locks/NAME``; yields False when ``wait`` is off and another process
+    holds it. Builder processes started side by side share the work this way; a lock dies with its process, so a
+    killed worker leaves nothing stale behind."""
     os.makedirs(os.path.join(WORK, "locks"), exist_ok=True)
     with open(os.path.join(WORK, "locks", name), "w") as fh:
         try:
@@ -85,15 +84,20 @@ def _lock(name: str, wait: bool = True):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _once(lock: str, out: str, ready: str, make) -> str:
+    """``out`` once ``out/ready`` exists; else ``make(out)`` under the lock (a worker that finds another one building
+    it waits, then reuses it)."""
+    if not os.path.isfile(os.path.join(out, ready)):
+        with _lock(lock):
+            if not os.path.isfile(os.path.join(out, ready)):
+                make(out)
+    return out
+
+
 def write_dataset(name: str) -> str:
     """The dataset as a directory of ``train/dev/test.parquet`` (text, label name); written once."""
-    out = os.path.join(WORK, "data", name)
-    if os.path.isfile(os.path.join(out, "test.parquet")):
-        return out
-    with _lock(f"data-{name}"):
-        if not os.path.isfile(os.path.join(out, "test.parquet")):
-            _write_dataset(name, out)
-    return out
+    return _once(f"data-{name}", os.path.join(WORK, "data", name), "test.parquet",
+                 lambda out: _write_dataset(name, out))
 
 
 def _write_dataset(name: str, out: str) -> None:
@@ -131,16 +135,11 @@ def data_config(name: str):
 
 
 def teacher_for(name: str) -> str:
-    out = os.path.join(WORK, "teachers", name)
-    if os.path.isfile(os.path.join(out, "metrics.json")):
-        return out
-    with _lock(f"teacher-{name}"):  # another worker may be training it: wait, then reuse it
-        if os.path.isfile(os.path.join(out, "metrics.json")):
-            return out
-        return _train_teacher(name, out)
+    return _once(f"teacher-{name}", os.path.join(WORK, "teachers", name), "metrics.json",
+                 lambda out: _train_teacher(name, out))
 
 
-def _train_teacher(name: str, out: str) -> str:
+def _train_teacher(name: str, out: str) -> None:
     from distiller_nlp.config import FinetuneConfig, TrainArgs
     from distiller_nlp.teacher import finetune_teacher
 
@@ -150,20 +149,13 @@ def _train_teacher(name: str, out: str) -> str:
                                          report_to="none", warmup_ratio=0.1))
     print(f"[meta] teacher for {name} -> {out}")
     finetune_teacher(cfg, resume=resume, overwrite=not resume and os.path.isdir(out))
-    return out
 
 
 def mlm_for(family: str) -> str:
-    out = MLM[family]
-    if os.path.isfile(os.path.join(out, "config.json")) and os.path.isfile(os.path.join(out, "metrics.json")):
-        return out
-    with _lock(f"mlm-{family}"):
-        if os.path.isfile(os.path.join(out, "metrics.json")):
-            return out
-        return _train_mlm(family, out)
+    return _once(f"mlm-{family}", MLM[family], "metrics.json", lambda out: _train_mlm(family, out))
 
 
-def _train_mlm(family: str, out: str) -> str:
+def _train_mlm(family: str, out: str) -> None:
     from distiller_nlp.config import DataConfig, TrainArgs
     from distiller_nlp.mlm import MLMConfig, train_mlm
 
@@ -174,7 +166,6 @@ def _train_mlm(family: str, out: str) -> str:
     print(f"[meta] masked LM for {family} -> {out}")
     resume = os.path.isdir(os.path.join(out, "checkpoints"))
     train_mlm(cfg, resume=resume, overwrite=not resume and os.path.isdir(out))
-    return out
 
 
 def base_config(name: str, teacher: str, seed: int):

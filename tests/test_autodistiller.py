@@ -218,13 +218,22 @@ def test_fallback_rules(n, regression, stages, expect):
     assert ("aug_p" in p) == (p["augment"] != "none") and str(n) in why
 
 
+def _benchmark(name: str):
+    """A script of ``benchmarks/`` imported as a module."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_holdout_evidence_recovers_a_planted_pipeline():
     """benchmarks/autodistiller.py on a table with a planted truth: the held-out top-1 is the planted pipeline and
     beats the default beyond seed noise on every held-out dataset."""
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    from autodistiller import BASE_LR, evaluate_holdout  # noqa: E402
+    evidence = _benchmark("autodistiller")
+    BASE_LR, evaluate_holdout = evidence.BASE_LR, evidence.evaluate_holdout
 
     base = dict(default_pipeline(DistillConfig()), lr=BASE_LR)
     parts = []
@@ -249,10 +258,7 @@ def test_holdout_evidence_recovers_a_planted_pipeline():
 
 def test_meta_builder_workers_share_runs_through_locks(tmp_path, monkeypatch):
     """benchmarks/meta_dataset.py: a run another worker holds is skipped (non-blocking), free again once released."""
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    import meta_dataset  # noqa: E402
+    meta_dataset = _benchmark("meta_dataset")
 
     monkeypatch.setattr(meta_dataset, "WORK", str(tmp_path))
     with meta_dataset._lock("run-x") as first:

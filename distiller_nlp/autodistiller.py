@@ -12,6 +12,13 @@ When the meta-dataset holds too little near the new dataset — fewer than ``MIN
 ``NEAR_DISTANCE`` (root-mean-square z-score distance of the meta-features, z-scored over the meta-dataset's
 datasets) or fewer than ``MIN_RECORDS`` records — the model's ranking is not trusted: ``recommend`` says so and
 recommends the documented rules of :func:`rule_pipeline` instead (the candidates are still ranked and written).
+
+Every record of a meta-dataset was made with a teacher fine-tuned for its task. When ``recommend`` is given a teacher
+without a classifier for the new task (the packaged MiniLM, say), its sentence-embedding summary (``mf_emb_*``) is
+not comparable with the records' (fine-tuning reshapes the embedding space: the effective rank of the BBC headlines'
+embeddings is 0.28 from the packaged MiniLM and 0.01 from the fine-tuned one), and its dev score and entropy do not
+exist: those features are left out of the distance, and the regressor is fitted without every feature the new
+dataset lacks (:meth:`RatioModel.fit`'s ``context``).
 """
 
 from __future__ import annotations
@@ -25,12 +32,15 @@ from typing import Optional
 import numpy as np
 
 from distiller_nlp.errors import DistillerError
+from distiller_nlp.metafeatures import META_FEATURE_NAMES
 
 logger = logging.getLogger(__name__)
 
 MIN_RECORDS = 40
 MIN_NEAR_DATASETS = 2
 NEAR_DISTANCE = 2.0
+#: The teacher's sentence-embedding summary: comparable only between teachers fine-tuned for their task.
+EMBEDDING_FEATURES = tuple(n for n in META_FEATURE_NAMES if n.startswith("mf_emb_"))
 STAGES = ("random", "contextual", "back_translation")
 MAPS = ("skip", "last", "emd", "explicit")
 
@@ -116,12 +126,17 @@ class RatioModel:
                                                    min_samples_leaf=5, l2_regularization=1.0, random_state=seed)
         self.columns: list[str] = []
 
-    def fit(self, meta) -> "RatioModel":
+    def fit(self, meta, context: Optional[dict] = None) -> "RatioModel":
+        """Fit on ``meta``'s records; with ``context`` (the dataset to predict for), without the features it lacks:
+        a split on a feature the new dataset does not have would send it down an arbitrary branch."""
         meta = meta[np.isfinite(meta["score_ratio"].astype(float))]
         if len(meta) < 2:
             raise DistillerError("the meta-dataset has fewer than 2 records with a score ratio: nothing to learn")
         X, columns = feature_matrix(meta)
         keep = np.isfinite(X).any(axis=0)  # a feature missing everywhere carries nothing (and trips the binner)
+        if context is not None:
+            have = context_features(context)
+            keep &= np.array([c not in have or math.isfinite(have[c]) for c in columns])
         self.columns = [c for c, k in zip(columns, keep) if k]
         self.model.fit(X[:, keep], meta["score_ratio"].astype(float).to_numpy())
         return self
@@ -230,6 +245,8 @@ def new_dataset_context(cfg) -> dict:
     else:
         s_info = describe_model(_student_config(teacher.config, parse_student_shape(cfg.student_shape), task))
     ctx = dict(feats)
+    if not finetuned:  # not comparable with the records' fine-tuned teachers (module docstring)
+        ctx.update({k: float("nan") for k in EMBEDDING_FEATURES})
     for who, info in (("teacher", t_info), ("student", s_info)):
         for k in ("layers", "hidden", "heads", "params"):
             ctx[f"{who}_{k}"] = info.get(k)
@@ -240,7 +257,7 @@ def new_dataset_context(cfg) -> dict:
 
 def rank_pipelines(meta, context: dict, candidates: list, seed: int = 0) -> np.ndarray:
     """Predicted score ratios of ``candidates`` in ``context`` by a model fitted on ``meta``."""
-    return RatioModel(seed=seed).fit(meta).predict(context, candidates)
+    return RatioModel(seed=seed).fit(meta, context=context).predict(context, candidates)
 
 
 def recommend(cfg, output_dir: str, top_k: int = 5, verify: bool = False, meta_dataset: Optional[str] = None,
@@ -267,6 +284,10 @@ def recommend(cfg, output_dir: str, top_k: int = 5, verify: bool = False, meta_d
     cfg.teacher = cfg.teacher or "minilm"
     info = new_dataset_context(cfg)
     ctx, task = info["context"], info["task"]
+    if not info["teacher_finetuned"]:
+        print(f"[recommend] the teacher {cfg.teacher} has no classifier for {task.name}: its embedding summary and "
+              "dev score are left out of the comparison (the meta-dataset's teachers were fine-tuned; pass "
+              "--teacher a fine-tuned one to use them)")
     stages = _available_stages(cfg)
     default = default_pipeline(cfg)
     drawn = sp.candidates(4 * n_candidates, seed=seed, include=[default])

@@ -131,6 +131,21 @@ def test_distill_appends_a_record(tiny_teacher, sst2_dir, tmp_path, capsys):
     assert 0 <= r["teacher_score"] <= 1 and r["wall_s"] > 0
 
 
+def test_a_teacher_without_a_classifier_leaves_its_embedding_features_out(tiny_backbone, tiny_teacher, sst2_dir):
+    from distiller_nlp.autodistiller import EMBEDDING_FEATURES, RatioModel
+
+    raw, tuned = _context_like(tiny_backbone, sst2_dir), _context_like(tiny_teacher, sst2_dir)
+    assert EMBEDDING_FEATURES and all(math.isnan(raw[k]) for k in EMBEDDING_FEATURES)
+    assert all(math.isfinite(tuned[k]) for k in EMBEDDING_FEATURES)
+    assert raw["mf_n_train"] == tuned["mf_n_train"] and math.isfinite(raw["mf_len_mean"])
+    # the regressor is then fitted without every feature the new dataset lacks, and only those
+    meta = synthetic_meta(n_datasets=3, n_pipelines=10)
+    full, lacking = RatioModel().fit(meta), RatioModel().fit(meta, context=raw)
+    assert set(full.columns) - set(lacking.columns) == {k for k in META_FEATURE_NAMES if not math.isfinite(raw[k])}
+    assert RatioModel().fit(meta, context=tuned).columns == [
+        c for c in full.columns if c not in META_FEATURE_NAMES or math.isfinite(tuned[c])]
+
+
 def _context_like(teacher, data_dir):
     """The meta-features of the test dataset itself (so the synthetic table is 'near' it)."""
     from distiller_nlp.autodistiller import new_dataset_context

@@ -18,7 +18,17 @@ Protocol (fixed before the first measured run):
   between predicted and actual ratios over the 20 pipelines; whether ``recommend``'s nearness rule would have
   trusted the model (else it falls back to its rules).
 
-Usage: ``python benchmarks/autodistiller.py [--meta PATH]``; writes ``benchmarks/results/autodistiller.{json,md}``.
+Supplement (protocol fixed after the table above was first measured, before its own runs): ``recommend`` falls back
+to its documented rules (:func:`distiller_nlp.autodistiller.rule_pipeline`) where the nearness rule does not trust
+the model — with a whole family held out, on every dataset. The rule pipeline is not among the 20, so
+``--run-rules`` runs it on each of the 8 datasets with the builder's base recipe and seeds (the rules given the
+dataset's meta-features and the random + contextual stages the builder has; 16 runs, resumable, one process per
+core; records in ``runs/meta/rule_records``, scores in ``benchmarks/results/autodistiller_rule_runs.csv``). The
+evaluation then also scores the rules against the default and "recommend as it would act": the model's top-1 where
+trusted, else the rules.
+
+Usage: ``python benchmarks/autodistiller.py [--meta PATH] [--run-rules]``; writes
+``benchmarks/results/autodistiller.{json,md}``.
 """
 
 from __future__ import annotations
@@ -34,9 +44,42 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT = {"augment": "none", "mixup": False, "pred_loss": "kd", "temperature": 1.0, "kd_weight": 1.0,
            "hard_label_weight": 0.0, "inter_loss": "none"}
 BASE_LR = 3e-4  # benchmarks/meta_dataset.py's base recipe
+RULE_RUNS = os.path.join(HERE, "results", "autodistiller_rule_runs.csv")
 
 
-def evaluate_holdout(meta, held: list, label: str) -> list:
+def _builder():
+    """``benchmarks/meta_dataset.py`` as a module."""
+    sys.path.insert(0, HERE)
+    import meta_dataset
+
+    return meta_dataset
+
+
+def run_rules(meta) -> None:
+    """Run the fallback rules' pipeline on every builder dataset (2 seeds) and write their scores to RULE_RUNS."""
+    import pandas as pd
+
+    from distiller_nlp.autodistiller import _available_stages, rule_pipeline
+    from distiller_nlp.metadataset import dataset_name, load_meta_dataset
+    from distiller_nlp.space import default_pipeline
+
+    builder = _builder()
+    records = os.path.join(builder.WORK, "rule_records")
+
+    def rules_of(base) -> list:
+        ctx = meta[meta["dataset"] == dataset_name(base)].iloc[0].to_dict()
+        return [rule_pipeline(ctx, _available_stages(base), default_pipeline(base))[0]]
+
+    builder.build(list(builder.DATASETS), records=records, pipelines_of=rules_of, per_dataset=1)
+    runs = load_meta_dataset(records)
+    cols = ["dataset", "seed", "pipeline_id", "pipeline", "student_score", "score_ratio"]
+    pd.DataFrame(runs[cols]).sort_values(["dataset", "seed"]).to_csv(RULE_RUNS + ".tmp", index=False)
+    os.replace(RULE_RUNS + ".tmp", RULE_RUNS)
+
+
+def evaluate_holdout(meta, held: list, label: str, rules=None) -> list:
+    """One row per dataset of ``held`` (the model fitted on every other dataset); ``rules``: the rule runs (columns
+    dataset, student_score) to score the fallback and "recommend as it acts" too."""
     from scipy.stats import spearmanr
 
     from distiller_nlp.autodistiller import (MIN_NEAR_DATASETS, NEAR_DISTANCE, RatioModel, context_features,
@@ -87,7 +130,19 @@ def evaluate_holdout(meta, held: list, label: str) -> list:
             "delta_base_lr_vs_default": d_default_lr, "vs_default_base_lr": verdict(d_default_lr),
             "trusted": len(near) >= MIN_NEAR_DATASETS, "near_datasets": len(near),
         })
+        ran = rules[rules["dataset"] == d] if rules is not None else []
+        if len(ran):
+            rule_score, dflt = float(ran["student_score"].mean()), float(actual_score[default_id])
+            acted = float(actual_score[top]) if rows[-1]["trusted"] else rule_score
+            rows[-1].update({"rules": describe_pipeline(json.loads(ran["pipeline"].iloc[0])),
+                             "rules_score": rule_score, "delta_rules_vs_default": rule_score - dflt,
+                             "vs_default_rules": verdict(rule_score - dflt), "acted_score": acted,
+                             "delta_acted_vs_default": acted - dflt, "vs_default_acted": verdict(acted - dflt)})
     return rows
+
+
+def _wtl(c: dict) -> str:
+    return f"{c['win']} / {c['tie']} / {c['loss']}"
 
 
 def main(argv=None) -> int:
@@ -98,17 +153,22 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--meta", default=None, help="meta-dataset (default: the shipped one)")
+    p.add_argument("--run-rules", action="store_true", help="first run the fallback rules' pipeline on the builder's "
+                   "datasets (resumable; start once per core)")
     args = p.parse_args(argv)
     meta = load_meta_dataset(args.meta)
+    if args.run_rules:
+        run_rules(meta)
+    rules = pd.read_csv(RULE_RUNS) if os.path.isfile(RULE_RUNS) else None
     rows = []
     families = sorted(meta["family"].unique())
     for fam in families if len(families) > 1 else []:  # one family: nothing left to fit on when it is held out
         held = sorted(meta.loc[meta["family"] == fam, "dataset"].unique())
-        rows += evaluate_holdout(meta, held, f"family {fam}")
+        rows += evaluate_holdout(meta, held, f"family {fam}", rules)
     if len(families) < 2:
         print(f"only one family ({families[0]}): the family hold-out is skipped", file=sys.stderr)
     for d in sorted(meta["dataset"].unique()):
-        rows += evaluate_holdout(meta, [d], "dataset")
+        rows += evaluate_holdout(meta, [d], "dataset", rules)
     df = pd.DataFrame(rows)
     summary = {}
     for kind, g in df.groupby(df["holdout"].str.startswith("family").map({True: "family", False: "dataset"})):
@@ -124,6 +184,10 @@ def main(argv=None) -> int:
             "spearman_std": float(g["spearman"].std(ddof=0)),
             "trusted": int(g["trusted"].sum()),
         }
+        for what in ("rules", "acted") if "rules_score" in g else ():
+            summary[kind][f"vs_default_{what}"] = {k: int((g[f"vs_default_{what}"] == k).sum())
+                                                   for k in ("win", "tie", "loss")}
+            summary[kind][f"mean_delta_{what}_vs_default"] = float(g[f"delta_{what}_vs_default"].mean())
     out = {"records": len(meta), "datasets": int(meta["dataset"].nunique()), "families": families,
            "summary": summary, "rows": rows}
     res = os.path.join(HERE, "results")
@@ -144,16 +208,30 @@ def main(argv=None) -> int:
                      f"{100 * s['mean_delta_base_lr_vs_default']:+.2f}: the pipeline's share apart from the lr); "
                      f"Spearman ρ {s['mean_spearman']:.2f} ± {s['spearman_std']:.2f}; model trusted by the "
                      f"nearness rule on {s['trusted']} of {s['datasets']}.")
+        if "vs_default_rules" in s:
+            lines[-1] += (f" The fallback rules vs default {_wtl(s['vs_default_rules'])} (mean Δ "
+                          f"{100 * s['mean_delta_rules_vs_default']:+.2f}); recommend as it acts (the model's top-1 "
+                          f"where trusted, else the rules) vs default {_wtl(s['vs_default_acted'])} (mean Δ "
+                          f"{100 * s['mean_delta_acted_vs_default']:+.2f}).")
         lines.append("")
+    with_rules = rules is not None
     lines += ["| hold-out | dataset | recommended top-1 | top-1 | default | random median | best of 20 | "
-              "top-1 rank | noise | vs default | vs random | ρ | top-1 at base lr | its score | vs default |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|---|"]
+              "top-1 rank | noise | vs default | vs random | ρ | top-1 at base lr | its score | vs default |"
+              + (" trusted | rules' score | vs default | as it acts: vs default |" if with_rules else ""),
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|---|"
+              + ("---|---:|---|---|" if with_rules else "")]
     for r in rows:
         lines.append(f"| {r['holdout']} | {r['dataset']} | {r['top1']} | {r['top1_score']:.4f} | "
                      f"{r['default_score']:.4f} | {r['random_median_score']:.4f} | {r['best_score']:.4f} | "
                      f"{r['top1_rank_actual']} | {r['seed_noise']:.4f} | {r['vs_default']} | {r['vs_random']} | "
                      f"{r['spearman']:.2f} | {r['top1_base_lr']} | {r['top1_base_lr_score']:.4f} | "
                      f"{r['vs_default_base_lr']} |")
+        if with_rules:
+            lines[-1] += (f" {'yes' if r['trusted'] else 'no'} | {r.get('rules_score', float('nan')):.4f} | "
+                          f"{r.get('vs_default_rules', '')} | {r.get('vs_default_acted', '')} |")
+    if with_rules:
+        lines += ["", f"Rules' pipeline on these datasets: {'; '.join(sorted({str(r.get('rules')) for r in rows}))} "
+                  "(runs: `benchmarks/results/autodistiller_rule_runs.csv`)."]
     with open(os.path.join(res, "autodistiller.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines[:8]))

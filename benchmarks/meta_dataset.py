@@ -187,61 +187,65 @@ def pipelines(cfg) -> list:
     return load_space().candidates(N_PIPELINES, seed=PIPELINE_SEED, include=[default_pipeline(cfg)])
 
 
-def done_keys() -> set:
-    if not os.path.isdir(RECORDS) or not any(f.endswith(".parquet") for f in os.listdir(RECORDS)):
+def done_keys(records: str = "") -> set:
+    records = records or RECORDS
+    if not os.path.isdir(records) or not any(f.endswith(".parquet") for f in os.listdir(records)):
         return set()
     from distiller_nlp.metadataset import load_meta_dataset
 
-    df = load_meta_dataset(RECORDS)
+    df = load_meta_dataset(records)
     return {(d, p, int(s)) for d, p, s in zip(df["dataset"], df["pipeline_id"], df["seed"])}
 
 
-def build(names: list, limit: int = 0) -> int:
-    """Run every missing (dataset, pipeline, seed); several processes may run this at once (per-run locks)."""
+def build(names: list, limit: int = 0, records: str = "", pipelines_of=None,
+          per_dataset: int = N_PIPELINES) -> int:
+    """Run every missing (dataset, pipeline, seed); several processes may run this at once (per-run locks).
+
+    ``pipelines_of(base_config)``: the ``per_dataset`` pipelines to run on a dataset (default :func:`pipelines`);
+    ``records``: the shard directory the records go to (default ``runs/meta/records``)."""
     from distiller_nlp.metadataset import dataset_name
     from distiller_nlp.space import pipeline_key
 
-    done = done_keys()
+    records = records or RECORDS
+    pipelines_of = pipelines_of or pipelines
+    done = done_keys(records)
     ran = 0
-    todo = []
+    total = len(names) * len(SEEDS) * per_dataset
+    print(f"[meta] {len(done)} of {total} runs already recorded in {records}")
+    t0 = time.time()
     for name in names:
         for seed in SEEDS:
-            for i in range(N_PIPELINES):
-                todo.append((name, seed, i))
-    total = len(todo)
-    print(f"[meta] {len(done)} of {total} runs already recorded")
-    t0 = time.time()
-    for name, seed, i in todo:
-        teacher = teacher_for(name)
-        base = base_config(name, teacher, seed)
-        p = pipelines(base)[i]
-        key = (dataset_name(base), pipeline_key(p), seed)
-        if key in done:
-            continue
-        with _lock(f"run-{name}-{pipeline_key(p)}-s{seed}", wait=False) as mine:
-            if not mine:  # another worker is running it
-                continue
-            if key in done_keys():  # another worker finished it after this one started
+            base = base_config(name, teacher_for(name), seed)
+            base.meta_dataset = records
+            todo = pipelines_of(base)
+            for i, p in enumerate(todo):
+                key = (dataset_name(base), pipeline_key(p), seed)
+                if key in done:
+                    continue
+                with _lock(f"run-{name}-{pipeline_key(p)}-s{seed}", wait=False) as mine:
+                    if not mine:  # another worker is running it
+                        continue
+                    if key in done_keys(records):  # another worker finished it after this one started
+                        done.add(key)
+                        continue
+                    ran += _run_one(base, p, key, seed, name, f"{i + 1}/{len(todo)}")
                 done.add(key)
-                continue
-            ran += _run_one(base, p, key, seed, name, i)
-        done.add(key)
-        done |= done_keys()  # the other workers' runs too, so the count below is the table's
-        el = time.time() - t0
-        print(f"[meta]   {len(done)}/{total} recorded; {el / max(ran, 1):.0f} s per run by this worker")
-        if limit and ran >= limit:
-            break
+                done |= done_keys(records)  # the other workers' runs too, so the count below is the table's
+                el = time.time() - t0
+                print(f"[meta]   {len(done)}/{total} recorded; {el / max(ran, 1):.0f} s per run by this worker")
+                if limit and ran >= limit:
+                    return ran
     return ran
 
 
-def _run_one(base, p, key, seed: int, name: str, i: int) -> int:
+def _run_one(base, p, key, seed: int, name: str, which: str) -> int:
     """One distillation run appending its record; 1 when it ran, 0 when it failed (reported, recorded nowhere)."""
     from distiller_nlp.distill import distill
     from distiller_nlp.space import apply_params, describe_pipeline, pipeline_key
 
     cfg = apply_params(base, p)
     cfg.output_dir = os.path.join(WORK, "runs", name, f"{pipeline_key(p)}-s{seed}")
-    print(f"[meta] {name} seed {seed} pipeline {i + 1}/{N_PIPELINES}: {describe_pipeline(p)}")
+    print(f"[meta] {name} seed {seed} pipeline {which}: {describe_pipeline(p)}")
     cpu0, wall0 = time.process_time(), time.time()
     try:
         metrics = distill(cfg, overwrite=True, record_source="benchmark")

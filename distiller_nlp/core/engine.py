@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distiller_nlp.errors import DistillerError
+from distiller_nlp.runs import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +103,6 @@ def _untie(state: dict) -> dict:
         out[k] = v.clone() if ptr in seen else v
         seen.add(ptr)
     return out
-
-
-def _atomic_write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
 
 
 def list_checkpoints(output_dir: str) -> list[str]:
@@ -489,7 +482,7 @@ class Engine:
         acc.save_state(tmp)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            _atomic_write_json(os.path.join(tmp, STATE_FILE), self.state)
+            write_json_atomic(os.path.join(tmp, STATE_FILE), self.state)
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -595,7 +588,7 @@ class Engine:
         acc.wait_for_everyone()
         if self.export_fn is not None and acc.is_main_process:
             self.export_fn(acc.unwrap_model(self.model), directory)
-            _atomic_write_json(os.path.join(directory, "step.json"), {"step": self.state["global_step"]})
+            write_json_atomic(os.path.join(directory, "step.json"), {"step": self.state["global_step"]})
         acc.wait_for_everyone()
 
     # -------------------------------------------------------------------------------------------- training

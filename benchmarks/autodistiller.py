@@ -141,6 +141,38 @@ def evaluate_holdout(meta, held: list, label: str, rules=None) -> list:
     return rows
 
 
+def plot(rows: list, path: str) -> None:
+    """Per held-out dataset (one panel per hold-out kind): dev accuracy of the default, the median random pipeline,
+    the recommended top-1, the rules (when run) and the best of the 20, with the 2-seed noise as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [("family", "one family held out"), ("dataset", "one dataset held out")]
+    bars = [("default_score", "default (logit KD)", "#999999"), ("random_median_score", "random median", "#c7c7c7"),
+            ("top1_score", "recommended top-1", "#1f77b4"), ("rules_score", "fallback rules", "#ff7f0e"),
+            ("best_score", "best of 20", "#2ca02c")]
+    bars = [b for b in bars if all(b[0] in r for r in rows)]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
+    for ax, (kind, title) in zip(axes, kinds):
+        part = [r for r in rows if r["holdout"].startswith(kind)]
+        x = np.arange(len(part))
+        w = 0.8 / len(bars)
+        for j, (key, label, color) in enumerate(bars):
+            ax.bar(x + (j - (len(bars) - 1) / 2) * w, [r[key] for r in part], w, label=label, color=color,
+                   yerr=[r["seed_noise"] for r in part], error_kw={"elinewidth": 0.6})
+        ax.set_xticks(x, [r["dataset"].split("@")[0] for r in part], rotation=30, ha="right", fontsize=8)
+        ax.set_title(title)
+        ax.set_ylim(0.4, 1.0)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("dev accuracy (mean of 2 seeds)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=len(bars), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _wtl(c: dict) -> str:
     return f"{c['win']} / {c['tie']} / {c['loss']}"
 
@@ -232,6 +264,8 @@ def main(argv=None) -> int:
     if with_rules:
         lines += ["", f"Rules' pipeline on these datasets: {'; '.join(sorted({str(r.get('rules')) for r in rows}))} "
                   "(runs: `benchmarks/results/autodistiller_rule_runs.csv`)."]
+    plot(rows, os.path.join(res, "autodistiller.png"))
+    lines += ["", "![per-dataset scores](autodistiller.png)"]
     with open(os.path.join(res, "autodistiller.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines[:8]))

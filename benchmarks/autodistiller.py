@@ -82,12 +82,11 @@ def evaluate_holdout(meta, held: list, label: str, rules=None) -> list:
     dataset, student_score) to score the fallback and "recommend as it acts" too."""
     from scipy.stats import spearmanr
 
-    from distiller_nlp.autodistiller import (MIN_NEAR_DATASETS, NEAR_DISTANCE, RatioModel, context_features,
+    from distiller_nlp.autodistiller import (MIN_NEAR_DATASETS, NEAR_DISTANCE, context_features, rank_pipelines,
                                              dataset_distances)
     from distiller_nlp.space import describe_pipeline
 
     train = meta[~meta["dataset"].isin(held)]
-    model = RatioModel(seed=0).fit(train)
     rows = []
     for d in held:
         part = meta[meta["dataset"] == d]
@@ -99,7 +98,7 @@ def evaluate_holdout(meta, held: list, label: str, rules=None) -> list:
         noise = float(np.nanmean(seeds_diff) / np.sqrt(2))
         pipes = {pid: json.loads(g["pipeline"].iloc[0]) for pid, g in by}
         ids = list(actual_ratio.index)
-        pred = model.predict(ctx, [pipes[i] for i in ids])
+        pred = rank_pipelines(train, ctx, [pipes[i] for i in ids], seed=0)  # exactly as ``recommend`` ranks
         top = ids[int(np.argmax(pred))]
         defaults = [i for i in ids if {k: pipes[i].get(k) for k in DEFAULT} == DEFAULT]
         # the builder's default is logit KD at the base recipe's lr (3e-4); another draw may share the rest

@@ -106,7 +106,10 @@ def evaluate_holdout(meta, held: list, label: str, rules=None) -> list:
         others = [i for i in ids if i != default_id]
         median_random = float(np.median([actual_score[i] for i in others]))
         rho = float(spearmanr(pred, [actual_ratio[i] for i in ids]).statistic)
-        near = [n for n, dist in dataset_distances(train, context_features(ctx) | ctx) if dist <= NEAR_DISTANCE]
+        dists = dataset_distances(train, context_features(ctx) | ctx)
+        near = [n for n, dist in dists if dist <= NEAR_DISTANCE]
+        # the distance within which MIN_NEAR_DATASETS datasets lie: the threshold that would have trusted the model
+        needed = dists[MIN_NEAR_DATASETS - 1][1] if len(dists) >= MIN_NEAR_DATASETS else float("inf")
         d_default = float(actual_score[top] - actual_score[default_id])
         # the same recommendation restricted to the base lr: what the KD pipeline buys apart from a better lr
         same_lr = [j for j, i in enumerate(ids) if pipes[i].get("lr") == BASE_LR]
@@ -127,7 +130,7 @@ def evaluate_holdout(meta, held: list, label: str, rules=None) -> list:
             "vs_default": verdict(d_default), "vs_random": verdict(d_random), "spearman": rho,
             "top1_base_lr": describe_pipeline(pipes[top_lr]), "top1_base_lr_score": float(actual_score[top_lr]),
             "delta_base_lr_vs_default": d_default_lr, "vs_default_base_lr": verdict(d_default_lr),
-            "trusted": len(near) >= MIN_NEAR_DATASETS, "near_datasets": len(near),
+            "trusted": len(near) >= MIN_NEAR_DATASETS, "near_datasets": len(near), "trust_distance": needed,
         })
         ran = rules[rules["dataset"] == d] if rules is not None else []
         if len(ran):
@@ -179,6 +182,7 @@ def _wtl(c: dict) -> str:
 def main(argv=None) -> int:
     import pandas as pd
 
+    from distiller_nlp.autodistiller import MIN_NEAR_DATASETS, NEAR_DISTANCE
     from distiller_nlp.metadataset import load_meta_dataset
     from distiller_nlp.runs import write_json_atomic
 
@@ -214,6 +218,8 @@ def main(argv=None) -> int:
             "mean_spearman": float(g["spearman"].mean()),
             "spearman_std": float(g["spearman"].std(ddof=0)),
             "trusted": int(g["trusted"].sum()),
+            "trust_distance_min": float(g["trust_distance"].min()),
+            "trust_distance_max": float(g["trust_distance"].max()),
         }
         for what in ("rules", "acted") if "rules_score" in g else ():
             summary[kind][f"vs_default_{what}"] = {k: int((g[f"vs_default_{what}"] == k).sum())
@@ -238,7 +244,9 @@ def main(argv=None) -> int:
                      f"{s['vs_default_base_lr']['tie']} / {s['vs_default_base_lr']['loss']} (mean Δ "
                      f"{100 * s['mean_delta_base_lr_vs_default']:+.2f}: the pipeline's share apart from the lr); "
                      f"Spearman ρ {s['mean_spearman']:.2f} ± {s['spearman_std']:.2f}; model trusted by the "
-                     f"nearness rule on {s['trusted']} of {s['datasets']}.")
+                     f"nearness rule on {s['trusted']} of {s['datasets']} (distance ≤ {NEAR_DISTANCE:g} for "
+                     f"{MIN_NEAR_DATASETS} datasets; the distance within which {MIN_NEAR_DATASETS} lie here: "
+                     f"{s['trust_distance_min']:.2f}–{s['trust_distance_max']:.2f}).")
         if "vs_default_rules" in s:
             lines[-1] += (f" The fallback rules vs default {_wtl(s['vs_default_rules'])} (mean Δ "
                           f"{100 * s['mean_delta_rules_vs_default']:+.2f}); recommend as it acts (the model's top-1 "
@@ -248,7 +256,7 @@ def main(argv=None) -> int:
     with_rules = rules is not None
     lines += ["| hold-out | dataset | recommended top-1 | top-1 | default | random median | best of 20 | "
               "top-1 rank | noise | vs default | vs random | ρ | top-1 at base lr | its score | vs default |"
-              + (" trusted | rules' score | vs default | as it acts: vs default |" if with_rules else ""),
+              + (" trusted (2nd-nearest distance) | rules' score | vs default | as it acts: vs default |" if with_rules else ""),
               "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|---|"
               + ("---|---:|---|---|" if with_rules else "")]
     for r in rows:
@@ -258,7 +266,7 @@ def main(argv=None) -> int:
                      f"{r['spearman']:.2f} | {r['top1_base_lr']} | {r['top1_base_lr_score']:.4f} | "
                      f"{r['vs_default_base_lr']} |")
         if with_rules:
-            lines[-1] += (f" {'yes' if r['trusted'] else 'no'} | {r.get('rules_score', float('nan')):.4f} | "
+            lines[-1] += (f" {'yes' if r['trusted'] else 'no'} ({r['trust_distance']:.1f}) | {r.get('rules_score', float('nan')):.4f} | "
                           f"{r.get('vs_default_rules', '')} | {r.get('vs_default_acted', '')} |")
     if with_rules:
         lines += ["", f"Rules' pipeline on these datasets: {'; '.join(sorted({str(r.get('rules')) for r in rows}))} "

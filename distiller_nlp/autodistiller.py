@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 MIN_RECORDS = 40
 MIN_NEAR_DATASETS = 2
 NEAR_DISTANCE = 2.0
+#: A feature counts at most this many spreads in the distance: one the meta-datasets share exactly (0 truncated
+#: examples on every BBC headline set) would otherwise put any other value thousands of spreads away.
+MAX_FEATURE_Z = 10.0
 #: The teacher's sentence-embedding summary: comparable only between teachers fine-tuned for their task.
 EMBEDDING_FEATURES = tuple(n for n in META_FEATURE_NAMES if n.startswith("mf_emb_"))
 STAGES = ("random", "contextual", "back_translation")
@@ -153,7 +156,8 @@ class RatioModel:
 
 def dataset_distances(meta, context: dict) -> list[tuple[str, float]]:
     """RMS z-score distance of ``context``'s meta-features to every dataset of ``meta`` (z-scored over the
-    datasets, features missing on either side skipped), nearest first."""
+    datasets, each feature's |z| capped at ``MAX_FEATURE_Z``, features missing on either side skipped), nearest
+    first."""
     from distiller_nlp.metafeatures import META_FEATURE_NAMES
 
     cols = [c for c in META_FEATURE_NAMES if c in meta.columns]
@@ -164,7 +168,7 @@ def dataset_distances(meta, context: dict) -> list[tuple[str, float]]:
     x = np.array([float(context.get(c, float("nan"))) for c in cols])
     out = []
     for name, row in per.iterrows():
-        z = ((row.to_numpy(dtype=float) - x) / sd.to_numpy(dtype=float))
+        z = np.clip((row.to_numpy(dtype=float) - x) / sd.to_numpy(dtype=float), -MAX_FEATURE_Z, MAX_FEATURE_Z)
         ok = np.isfinite(z) & np.isfinite(((x - mu.to_numpy(dtype=float)) / sd.to_numpy(dtype=float)))
         out.append((str(name), float(np.sqrt(np.mean(z[ok] ** 2))) if ok.any() else float("inf")))
     return sorted(out, key=lambda t: t[1])

@@ -146,6 +146,18 @@ def test_a_teacher_without_a_classifier_leaves_its_embedding_features_out(tiny_b
         c for c in full.columns if c not in META_FEATURE_NAMES or math.isfinite(tuned[c])]
 
 
+def test_dataset_distance_is_rms_z_with_a_cap():
+    from distiller_nlp.autodistiller import MAX_FEATURE_Z, dataset_distances
+
+    meta = pd.DataFrame({"dataset": ["a", "b"], "mf_len_mean": [10.0, 20.0], "mf_frac_truncated": [0.0, 0.0]})
+    # len: mean 15, spread 5 -> z = (10-12)/5 = -0.4 and (20-12)/5 = 1.6; truncation: constant 0 -> spread 1e-6,
+    # capped; features missing in the context (all others) are skipped
+    d = dict(dataset_distances(meta, {"mf_len_mean": 12.0, "mf_frac_truncated": 0.0}))
+    assert d["a"] == pytest.approx(math.sqrt((0.4 ** 2 + 0) / 2)) and d["b"] == pytest.approx(math.sqrt(1.6 ** 2 / 2))
+    far = dict(dataset_distances(meta, {"mf_len_mean": 15.0, "mf_frac_truncated": 0.004}))
+    assert far["a"] == pytest.approx(math.sqrt((1.0 + MAX_FEATURE_Z ** 2) / 2))
+
+
 def _context_like(teacher, data_dir):
     """The meta-features of the test dataset itself (so the synthetic table is 'near' it)."""
     from distiller_nlp.autodistiller import new_dataset_context

@@ -57,8 +57,6 @@ def _builder():
 
 def run_rules(meta) -> None:
     """Run the fallback rules' pipeline on every builder dataset (2 seeds) and write their scores to RULE_RUNS."""
-    import pandas as pd
-
     from distiller_nlp.autodistiller import _available_stages, rule_pipeline
     from distiller_nlp.metadataset import dataset_name, load_meta_dataset
     from distiller_nlp.space import default_pipeline
@@ -73,7 +71,7 @@ def run_rules(meta) -> None:
     builder.build(list(builder.DATASETS), records=records, pipelines_of=rules_of, per_dataset=1)
     runs = load_meta_dataset(records)
     cols = ["dataset", "seed", "pipeline_id", "pipeline", "student_score", "score_ratio"]
-    pd.DataFrame(runs[cols]).sort_values(["dataset", "seed"]).to_csv(RULE_RUNS + ".tmp", index=False)
+    runs[cols].sort_values(["dataset", "seed"]).to_csv(RULE_RUNS + ".tmp", index=False)
     os.replace(RULE_RUNS + ".tmp", RULE_RUNS)
 
 
@@ -175,6 +173,11 @@ def plot(rows: list, path: str) -> None:
     plt.close(fig)
 
 
+def _counts(verdicts) -> dict:
+    """Wins, ties and losses among a column of verdicts."""
+    return {k: int((verdicts == k).sum()) for k in ("win", "tie", "loss")}
+
+
 def _wtl(c: dict) -> str:
     return f"{c['win']} / {c['tie']} / {c['loss']}"
 
@@ -209,10 +212,10 @@ def main(argv=None) -> int:
     for kind, g in df.groupby(df["holdout"].str.startswith("family").map({True: "family", False: "dataset"})):
         summary[kind] = {
             "datasets": len(g),
-            "vs_default": {k: int((g["vs_default"] == k).sum()) for k in ("win", "tie", "loss")},
-            "vs_random_median": {k: int((g["vs_random"] == k).sum()) for k in ("win", "tie", "loss")},
+            "vs_default": _counts(g["vs_default"]),
+            "vs_random_median": _counts(g["vs_random"]),
             "mean_delta_vs_default": float(g["delta_vs_default"].mean()),
-            "vs_default_base_lr": {k: int((g["vs_default_base_lr"] == k).sum()) for k in ("win", "tie", "loss")},
+            "vs_default_base_lr": _counts(g["vs_default_base_lr"]),
             "mean_delta_base_lr_vs_default": float(g["delta_base_lr_vs_default"].mean()),
             "mean_delta_vs_random_median": float(g["delta_vs_random_median"].mean()),
             "mean_spearman": float(g["spearman"].mean()),
@@ -222,8 +225,7 @@ def main(argv=None) -> int:
             "trust_distance_max": float(g["trust_distance"].max()),
         }
         for what in ("rules", "acted") if "rules_score" in g else ():
-            summary[kind][f"vs_default_{what}"] = {k: int((g[f"vs_default_{what}"] == k).sum())
-                                                   for k in ("win", "tie", "loss")}
+            summary[kind][f"vs_default_{what}"] = _counts(g[f"vs_default_{what}"])
             summary[kind][f"mean_delta_{what}_vs_default"] = float(g[f"delta_{what}_vs_default"].mean())
     out = {"records": len(meta), "datasets": int(meta["dataset"].nunique()), "families": families,
            "summary": summary, "rows": rows}
@@ -256,7 +258,8 @@ def main(argv=None) -> int:
     with_rules = rules is not None
     lines += ["| hold-out | dataset | recommended top-1 | top-1 | default | random median | best of 20 | "
               "top-1 rank | noise | vs default | vs random | ρ | top-1 at base lr | its score | vs default |"
-              + (" trusted (2nd-nearest distance) | rules' score | vs default | as it acts: vs default |" if with_rules else ""),
+              + (" trusted (2nd-nearest distance) | rules' score | vs default | as it acts: vs default |"
+                 if with_rules else ""),
               "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|---|"
               + ("---|---:|---|---|" if with_rules else "")]
     for r in rows:
@@ -266,8 +269,9 @@ def main(argv=None) -> int:
                      f"{r['spearman']:.2f} | {r['top1_base_lr']} | {r['top1_base_lr_score']:.4f} | "
                      f"{r['vs_default_base_lr']} |")
         if with_rules:
-            lines[-1] += (f" {'yes' if r['trusted'] else 'no'} ({r['trust_distance']:.1f}) | {r.get('rules_score', float('nan')):.4f} | "
-                          f"{r.get('vs_default_rules', '')} | {r.get('vs_default_acted', '')} |")
+            lines[-1] += (f" {'yes' if r['trusted'] else 'no'} ({r['trust_distance']:.1f}) | "
+                          f"{r.get('rules_score', float('nan')):.4f} | {r.get('vs_default_rules', '')} | "
+                          f"{r.get('vs_default_acted', '')} |")
     if with_rules:
         lines += ["", f"Rules' pipeline on these datasets: {'; '.join(sorted({str(r.get('rules')) for r in rows}))} "
                   "(runs: `benchmarks/results/autodistiller_rule_runs.csv`)."]

@@ -158,8 +158,6 @@ def dataset_distances(meta, context: dict) -> list[tuple[str, float]]:
     """RMS z-score distance of ``context``'s meta-features to every dataset of ``meta`` (z-scored over the
     datasets, each feature's |z| capped at ``MAX_FEATURE_Z``, features missing on either side skipped), nearest
     first."""
-    from distiller_nlp.metafeatures import META_FEATURE_NAMES
-
     cols = [c for c in META_FEATURE_NAMES if c in meta.columns]
     per = meta.groupby("dataset")[cols].mean(numeric_only=True)
     mu, sd = per.mean(), per.std(ddof=0)
@@ -169,7 +167,7 @@ def dataset_distances(meta, context: dict) -> list[tuple[str, float]]:
     out = []
     for name, row in per.iterrows():
         z = np.clip((row.to_numpy(dtype=float) - x) / sd.to_numpy(dtype=float), -MAX_FEATURE_Z, MAX_FEATURE_Z)
-        ok = np.isfinite(z) & np.isfinite(((x - mu.to_numpy(dtype=float)) / sd.to_numpy(dtype=float)))
+        ok = np.isfinite(z)  # NaN on either side (or a feature no dataset has) stays NaN through the clip
         out.append((str(name), float(np.sqrt(np.mean(z[ok] ** 2))) if ok.any() else float("inf")))
     return sorted(out, key=lambda t: t[1])
 

@@ -21,80 +21,28 @@ import os
 import sys
 from typing import Optional
 
-from distiller_nlp.cli import TRAIN_FLAGS as _NLP_TRAIN_FLAGS
-from distiller_nlp.cli import add_flags, cli_main
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.cli import (add_common_flags, add_config_flags, add_run_flags, cli_main, load_from_args)
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.env import quiet_libraries
 
-# the engine flags are distiller-nlp's (same names, same keys)
-TRAIN_FLAGS = {k: v for k, v in _NLP_TRAIN_FLAGS.items()
-               if k in ("max_steps", "epochs", "batch_size", "lr", "warmup_ratio", "grad_accum", "seed", "max_length",
-                        "precision", "save_steps", "logging_steps", "report_to")}
-DATA_FLAGS = {
-    "task": ("data.task", str, "text source: tweets, bbc-headlines, a GLUE name with --data-dir"),
-    "data_dir": ("data.data_dir", str, "directory with local task files"),
-    "text_column": ("data.text_column", str, "text column (custom or Hub data)"),
-    "hub_dataset": ("data.hub_dataset", str, "any Hub text corpus (online)"),
-    "hub_config": ("data.hub_config", str, "configuration name of --hub-dataset"),
-    "max_train_examples": ("data.max_train_examples", int, "cap on training texts"),
-    "heldout_examples": ("data.heldout_examples", int, "held-out sequences that score candidates (default 256)"),
-}
-OBJECTIVE_FLAGS = {
-    "relation_heads": ("objective.relation_heads", int, "relation heads of the MiniLMv2 loss (default 12)"),
-    "relation_kind": ("objective.kind", str, "kl (MiniLMv2) | mse (AutoDistil's released code)"),
-    "teacher_layer": ("objective.teacher_layer", int, "teacher layer 1..L (default 0 = last)"),
-}
-SUPERLM_FLAGS = {
-    "teacher": ("teacher", str, "BERT teacher: directory, 'minilm' (default) or Hub id"),
-    "subspaces": ("subspaces", str, "comma list of sub-spaces (built-in names or YAML files); all = K=3, oneshot = K=1"),
-    "layer_selection": ("layer_selection", str, "uniform (keep floor(i*Lmax/L)) | first"),
-    "sampling": ("sampling", str, "sandwich | uniform"),
-    "num_random": ("num_random", int, "random subnets per sandwich step (default 2)"),
-}
-SEARCH_FLAGS = {
-    "budget": ("budget", float, "FLOPs budget (2 x multiply-adds, one sequence of --max-length tokens)"),
-    "budget_ratio": ("budget_ratio", float, "budget as a fraction of the teacher's encoder FLOPs"),
-    "score": ("score", str, "task-agnostic (held-out relation loss) | task-proxy (short k-shot fine-tune)"),
-    "proxy_task": ("proxy.task", str, "task-proxy: labelled task (default tweets)"),
-    "proxy_k": ("proxy.k", int, "task-proxy: labelled examples per class (default 16)"),
-    "proxy_steps": ("proxy.steps", int, "task-proxy: fine-tuning steps per candidate (default 20)"),
-    "max_length": ("max_length", int, "sequence length of FLOPs and scoring (default 128)"),
-    "batch_size": ("batch_size", int, "scoring batch size"),
-    "precision": ("precision", str, "auto | no | bf16"),
-    "max_evals": ("max_evals", int, "exhaustive up to N fitting candidates per SuperLM, else N Optuna trials"),
-    "seed": ("seed", int, "seed of the held-out subset and Optuna"),
-}
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="YAML config; flags override its keys")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
-    p.add_argument("--output-dir", default=None, help="output directory (must be empty unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
-    p.add_argument("--plain-bert", action="store_const", const=True, default=None,
-                   help="restrict sub-spaces to shapes that export as plain BERT (heads x head_dim = hidden)")
-    p.add_argument("--cpu", action="store_const", const=True, default=None, help="run on CPU")
-    p.add_argument("--verbose", action="store_true", help="info-level logging")
+from .config import SearchConfig, TrainSuperLMConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``autodistil`` argument parser (config flags generated from the fields of :mod:`autodistil.config`)."""
     parser = argparse.ArgumentParser(prog="autodistil", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train-superlm", help="train one weight-sharing SuperLM per sub-space (task-agnostic)")
-    _add_common(p)
+    add_common_flags(p)
+    add_run_flags(p)
     p.add_argument("--subspace", dest="subspace", default=None, help="one sub-space (built-in name or YAML file)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoints in --output-dir")
-    add_flags(p, SUPERLM_FLAGS)
-    add_flags(p, DATA_FLAGS)
-    add_flags(p, OBJECTIVE_FLAGS)
-    add_flags(p, TRAIN_FLAGS)
+    add_config_flags(p, TrainSuperLMConfig)
 
     p = sub.add_parser("search", help="pick the best inherited subnet under a FLOPs budget (no retraining)")
-    _add_common(p)
-    p.add_argument("--superlm", nargs="+", default=None, help="SuperLM directories (or directories holding them)")
-    add_flags(p, SEARCH_FLAGS)
-    add_flags(p, DATA_FLAGS)
-    add_flags(p, OBJECTIVE_FLAGS)
+    add_common_flags(p)
+    add_run_flags(p, resume=False)
+    add_config_flags(p, SearchConfig)
 
     p = sub.add_parser("extract", help="extract one subnet of a SuperLM as a standalone Hugging Face model")
     p.add_argument("--superlm", required=True, help="SuperLM directory")
@@ -107,16 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--verbose", action="store_true")
     return parser
-
-
-def _overrides(args: argparse.Namespace, *tables: dict) -> dict:
-    out = {}
-    for table in tables:
-        for dest, (key, _, _) in table.items():
-            value = getattr(args, dest, None)
-            if value is not None:
-                out[key] = value
-    return out
 
 
 def _spaces_table(seq_len: int) -> list[dict]:
@@ -132,23 +70,16 @@ def _spaces_table(seq_len: int) -> list[dict]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from distiller_nlp.config import load_config
-
-    from .config import SearchConfig, TrainSuperLMConfig
-
+    """Dispatch one parsed ``autodistil`` command; returns the exit status."""
     if args.command == "train-superlm":
         from .train import train_superlm
 
-        ov = _overrides(args, SUPERLM_FLAGS, DATA_FLAGS, OBJECTIVE_FLAGS, TRAIN_FLAGS)
+        extra = {}
         if args.subspace:
-            if "subspaces" in ov:
+            if args.subspaces is not None:
                 raise DistillerError("give --subspace NAME or --subspaces LIST, not both")
-            ov["subspaces"] = args.subspace
-        for key, value in (("output_dir", args.output_dir), ("plain_bert", args.plain_bert),
-                           ("train.cpu", args.cpu)):
-            if value is not None:
-                ov[key] = value
-        cfg = load_config(TrainSuperLMConfig, args.config, ov, args.set)
+            extra["subspaces"] = args.subspace
+        cfg = load_from_args(TrainSuperLMConfig, args, extra=extra)
         results = train_superlm(cfg, resume=args.resume, overwrite=args.overwrite)
         for name, metrics in results.items():
             print(f"SuperLM {name}: {metrics.get('global_step')} steps, train_loss {metrics.get('train_loss'):.4g}, "
@@ -159,12 +90,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "search":
         from .search import search
 
-        ov = _overrides(args, SEARCH_FLAGS, DATA_FLAGS, OBJECTIVE_FLAGS)
-        for key, value in (("superlm", args.superlm), ("output_dir", args.output_dir),
-                           ("plain_bert", args.plain_bert), ("cpu", args.cpu)):
-            if value is not None:
-                ov[key] = value
-        cfg = load_config(SearchConfig, args.config, ov, args.set)
+        cfg = load_from_args(SearchConfig, args)
         cfg.validate(args.config or "command-line flags")
         m = search(cfg, overwrite=args.overwrite)
         print(f"chosen student ({m['chosen_subspace']}): layers={m['chosen_layers']} hidden={m['chosen_hidden']} "
@@ -176,8 +102,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "extract":
+        from distiller_nlp.core.rundir import check_output_dir
         from distiller_nlp.models import load_tokenizer, save_student
-        from distiller_nlp.runs import check_output_dir
 
         from .space import parse_arch
         from .superlm import load_superlm
@@ -205,7 +131,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[list] = None) -> int:
     """Entry point of the ``autodistil`` console script; returns the exit status (2 on bad input)."""
-    return cli_main(build_parser(), run_command, argv)
+    return cli_main(build_parser(), run_command, argv, quiet=quiet_libraries)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,16 +1,25 @@
-"""Config schema of the ``autodistil`` commands: YAML recipes and flags share it (unknown keys are errors naming key
-and file; loaded with :func:`distiller_nlp.config.load_config`)."""
+"""Config schema of the ``autodistil`` commands: YAML recipes and flags share it (fields carry help, range and flag;
+unknown keys are errors naming key and file; loaded with :func:`distiller_nlp.core.config.load_config`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from distiller_nlp.config import TrainArgs
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.config import check_config, option
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.train_args import PRECISIONS, TrainArgs
 
-SAMPLINGS = ("sandwich", "uniform")
+__all__ = ["TextDataConfig", "ObjectiveConfig", "TrainSuperLMConfig", "ProxyConfig", "SearchConfig",
+           "RELATION_KINDS", "SCORES"]
+
 RELATION_KINDS = ("kl", "mse")
 SCORES = ("task-agnostic", "task-proxy")
+
+
+def _samplings() -> list:
+    from autodistil.sampling import SAMPLERS
+
+    return SAMPLERS.names()
 
 
 @dataclass
@@ -18,56 +27,54 @@ class TextDataConfig:
     """Unlabelled text: a registered task's texts (``tweets``, ``bbc-headlines``, GLUE with ``data_dir``) or, online,
     any Hub corpus (``hub_dataset`` [+ ``hub_config``], column ``text_column`` or ``text``)."""
 
-    task: str = "tweets"
-    data_dir: str = ""
-    text_column: str = ""
-    hub_dataset: str = ""
-    hub_config: str = ""
-    max_train_examples: int = 0  # 0 = all
-    heldout_examples: int = 256  # held-out sequences (validation split) that score candidates in search
+    task: str = option("tweets", help="text source: tweets, bbc-headlines, a GLUE name with --data-dir", flag=True)
+    data_dir: str = option("", help="directory with local task files", flag=True)
+    text_column: str = option("", help="text column (custom or Hub data)", flag=True)
+    hub_dataset: str = option("", help="any Hub text corpus (online)", flag=True)
+    hub_config: str = option("", help="configuration name of --hub-dataset", flag=True)
+    max_train_examples: int = option(0, help="cap on training texts (0 = all)", min=0, flag=True)
+    heldout_examples: int = option(256, help="held-out sequences (validation split) that score candidates in search",
+                                   positive=True, flag=True)
 
 
 @dataclass
 class ObjectiveConfig:
     """MiniLMv2 Q-Q/K-K/V-V relations between a teacher layer and the student's last layer."""
 
-    relation_heads: int = 12
-    kind: str = "kl"  # kl (MiniLMv2) | mse (pre-softmax, AutoDistil's released code)
-    teacher_layer: int = 0  # 1..L, 0 = the teacher's last layer
+    relation_heads: int = option(12, help="relation heads of the MiniLMv2 loss", positive=True, flag=True)
+    kind: str = option("kl", help="{choices} (kl: MiniLMv2; mse: pre-softmax, AutoDistil's released code)",
+                       choices=RELATION_KINDS, flag="relation-kind")
+    teacher_layer: int = option(0, help="teacher layer 1..L (0 = the teacher's last layer)", min=0, flag=True)
 
     def validate(self, source: str) -> None:
-        if self.kind not in RELATION_KINDS:
-            raise DistillerError(f"objective.kind: '{self.kind}' in {source} is not one of {', '.join(RELATION_KINDS)}")
-        if self.relation_heads <= 0:
-            raise DistillerError(f"objective.relation_heads in {source} must be positive, got {self.relation_heads}")
-        if self.teacher_layer < 0:
-            raise DistillerError(f"objective.teacher_layer in {source} must be 1..L or 0 (last), got "
-                                 f"{self.teacher_layer}")
+        """Ranges and choices of the section (``objective.<key>`` in messages)."""
+        check_config(self, source, prefix="objective.")
 
 
 @dataclass
 class TrainSuperLMConfig:
     """``autodistil train-superlm``: one SuperLM per sub-space, trained task-agnostically on the shared engine."""
 
-    teacher: str = "minilm"
-    subspaces: str = "all"  # comma list of built-in names / YAML files; all = the teacher's K=3; oneshot = its K=1
-    plain_bert: bool = False
-    layer_selection: str = "uniform"  # uniform | first
-    sampling: str = "sandwich"  # sandwich (largest + smallest + num_random) | uniform (one random subnet)
-    num_random: int = 2
-    output_dir: str = ""
-    data: TextDataConfig = field(default_factory=TextDataConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    train: TrainArgs = field(default_factory=TrainArgs)
+    teacher: str = option("minilm", help="BERT teacher: directory, 'minilm' or Hub id", flag=True)
+    subspaces: str = option("all", flag=True,
+                            help="comma list of sub-spaces (built-in names or YAML files); all = the teacher's K=3, "
+                                 "oneshot = its K=1")
+    plain_bert: bool = option(False, flag=True,
+                              help="restrict sub-spaces to shapes that export as plain BERT (heads x head_dim = "
+                                   "hidden)")
+    layer_selection: str = option("uniform", help="{choices} (uniform: keep floor(i*Lmax/L))",
+                                  choices=("uniform", "first"), flag=True)
+    sampling: str = option("sandwich", help="supernet sampling strategy: {choices}", choices=_samplings, flag=True)
+    num_random: int = option(2, help="random subnets per sandwich step", min=0, flag=True)
+    output_dir: str = option("", help="output directory (must be empty unless --resume/--overwrite)",
+                             flag="output-dir")
+    data: TextDataConfig = option(default_factory=TextDataConfig, help="the training text")
+    objective: ObjectiveConfig = option(default_factory=ObjectiveConfig, help="the relation objective")
+    train: TrainArgs = option(default_factory=TrainArgs, help="training settings")
 
     def validate(self, source: str = "config") -> None:
-        if self.sampling not in SAMPLINGS:
-            raise DistillerError(f"sampling: '{self.sampling}' in {source} is not one of {', '.join(SAMPLINGS)}")
-        if self.layer_selection not in ("uniform", "first"):
-            raise DistillerError(f"layer_selection: '{self.layer_selection}' in {source} must be uniform or first")
-        if self.num_random < 0:
-            raise DistillerError(f"num_random in {source} must be >= 0, got {self.num_random}")
-        self.objective.validate(source)
+        """Ranges and choices of every field."""
+        check_config(self, source)
 
 
 @dataclass
@@ -75,50 +82,46 @@ class ProxyConfig:
     """``score: task-proxy``: a short fine-tune of each inherited subnet on ``k`` labelled examples per class of
     ``task``, scored by the main metric on ``eval_examples`` validation examples (higher is better)."""
 
-    task: str = "tweets"
-    data_dir: str = ""
-    k: int = 16
-    steps: int = 20
-    lr: float = 1e-4
-    batch_size: int = 16
-    eval_examples: int = 256
+    task: str = option("tweets", help="task-proxy: labelled task", flag="proxy-task")
+    data_dir: str = option("", help="task-proxy: directory of the labelled task's files")
+    k: int = option(16, help="task-proxy: labelled examples per class", positive=True, flag="proxy-k")
+    steps: int = option(20, help="task-proxy: fine-tuning steps per candidate", positive=True, flag="proxy-steps")
+    lr: float = option(1e-4, help="task-proxy: learning rate", positive=True)
+    batch_size: int = option(16, help="task-proxy: batch size", positive=True)
+    eval_examples: int = option(256, help="task-proxy: validation examples scored", positive=True)
 
 
 @dataclass
 class SearchConfig:
     """``autodistil search``: score inherited subnets of trained SuperLMs under a FLOPs budget (no retraining)."""
 
-    superlm: list[str] = field(default_factory=list)
-    budget: float = 0.0  # FLOPs (2 x multiply-adds) of one sequence of max_length tokens
-    budget_ratio: float = 0.0  # budget as a fraction of the teacher's encoder FLOPs at max_length
-    score: str = "task-agnostic"
-    plain_bert: bool = False
-    max_length: int = 128
-    batch_size: int = 64
-    precision: str = "auto"
-    cpu: bool = False
-    max_evals: int = 1024  # exhaustive up to this many fitting candidates, else Optuna TPE with this many trials
-    seed: int = 42
-    output_dir: str = ""
-    data: TextDataConfig = field(default_factory=TextDataConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    superlm: list[str] = option(default_factory=list, nargs="+", flag=True,
+                                help="SuperLM directories (or directories holding them)")
+    budget: float = option(0.0, help="FLOPs budget (2 x multiply-adds, one sequence of --max-length tokens)",
+                           min=0, flag=True)
+    budget_ratio: float = option(0.0, help="budget as a fraction of the teacher's encoder FLOPs at max_length",
+                                 min=0, flag=True)
+    score: str = option("task-agnostic", choices=SCORES, flag=True,
+                        help="{choices} (held-out relation loss | short k-shot fine-tune)")
+    plain_bert: bool = option(False, flag=True,
+                              help="restrict sub-spaces to shapes that export as plain BERT (heads x head_dim = "
+                                   "hidden)")
+    max_length: int = option(128, help="sequence length of FLOPs and scoring", positive=True, flag=True)
+    batch_size: int = option(64, help="scoring batch size", positive=True, flag=True)
+    precision: str = option("auto", help="{choices}", choices=PRECISIONS, flag=True)
+    cpu: bool = option(False, help="run on CPU", flag=True)
+    max_evals: int = option(1024, positive=True, flag=True,
+                            help="exhaustive up to N fitting candidates per SuperLM, else N Optuna trials")
+    seed: int = option(42, help="seed of the held-out subset and Optuna", flag=True)
+    output_dir: str = option("", help="output directory (must be empty unless --overwrite)", flag="output-dir")
+    data: TextDataConfig = option(default_factory=TextDataConfig, help="the held-out text")
+    objective: ObjectiveConfig = option(default_factory=ObjectiveConfig, help="the relation objective")
+    proxy: ProxyConfig = option(default_factory=ProxyConfig, help="the task-proxy score")
 
     def validate(self, source: str = "config") -> None:
+        """Ranges and choices of every field, and the rules between them (one budget, at least one SuperLM)."""
         if not self.superlm:
             raise DistillerError("search needs at least one --superlm DIR")
         if (self.budget > 0) == (self.budget_ratio > 0):
             raise DistillerError("give exactly one of --budget FLOPS or --budget-ratio R (both positive)")
-        if self.score not in SCORES:
-            raise DistillerError(f"score: '{self.score}' in {source} is not one of {', '.join(SCORES)}")
-        if self.precision not in ("auto", "no", "bf16", "fp16"):
-            raise DistillerError(f"precision: '{self.precision}' in {source} must be auto, no, bf16 or fp16")
-        for name in ("max_length", "batch_size", "max_evals"):
-            if getattr(self, name) <= 0:
-                raise DistillerError(f"{name} in {source} must be positive, got {getattr(self, name)}")
-        for name in ("k", "steps", "batch_size", "eval_examples"):
-            if getattr(self.proxy, name) <= 0:
-                raise DistillerError(f"proxy.{name} in {source} must be positive, got {getattr(self.proxy, name)}")
-        if self.data.heldout_examples <= 0:
-            raise DistillerError(f"data.heldout_examples in {source} must be positive")
-        self.objective.validate(source)
+        check_config(self, source)

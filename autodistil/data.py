@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .config import TextDataConfig
 
@@ -11,7 +11,7 @@ __all__ = ["load_texts", "tokenized_texts"]
 
 def load_texts(cfg: TextDataConfig, split: str, limit: int = 0, seed: int = 42) -> list[str]:
     """Texts of ``split`` (``train`` or ``heldout`` = the task's validation split): a registered task through
-    :func:`distiller_nlp.data.load_task_data` (offline: tweets, bbc-headlines), or a Hub corpus (online)."""
+    :func:`distiller_nlp.tasks.load_task_data` (offline: tweets, bbc-headlines), or a Hub corpus (online)."""
     if cfg.hub_dataset:
         import datasets
 
@@ -29,7 +29,7 @@ def load_texts(cfg: TextDataConfig, split: str, limit: int = 0, seed: int = 42) 
             ds = ds.shuffle(seed=seed).select(range(limit))
         texts = [t for t in ds[column] if isinstance(t, str) and t.strip()]
     else:
-        from distiller_nlp.data import load_task_data
+        from distiller_nlp.tasks import load_task_data
 
         ds, spec = load_task_data(cfg.task, data_dir=cfg.data_dir or None, text_column=cfg.text_column or None,
                                   seed=seed)
@@ -48,10 +48,10 @@ def load_texts(cfg: TextDataConfig, split: str, limit: int = 0, seed: int = 42) 
 
 
 def tokenized_texts(texts: list[str], tokenizer, max_length: int):
-    """A tokenized ``datasets.Dataset`` with a dummy ``labels`` column (the engine counts examples from it)."""
+    """A tokenized ``datasets.Dataset`` of ``texts`` (``input_ids``, ``attention_mask``, ...; no labels)."""
     import datasets
 
-    from distiller_nlp.data import tokenize_dataset
+    from distiller_nlp.tasks import tokenize_dataset
 
-    ds = datasets.Dataset.from_dict({"text": texts, "label": [0] * len(texts)})
+    ds = datasets.Dataset.from_dict({"text": texts})
     return tokenize_dataset(ds, tokenizer, max_length)

@@ -7,12 +7,11 @@ Encoder only (embeddings, pooler and heads excluded), one sequence, attention wi
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import torch
 from torch import nn
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .space import Arch
 

@@ -12,14 +12,8 @@ hidden are exported as plain ``BertModel`` instead (loadable with nothing of our
 from __future__ import annotations
 
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForSequenceClassification,
-    BertConfig,
-    BertForSequenceClassification,
-    BertModel,
-)
+from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, BertConfig,
+                          BertForSequenceClassification, BertModel)
 
 __all__ = ["AutoDistilBertConfig", "AutoDistilBertModel", "AutoDistilBertForSequenceClassification"]
 

@@ -16,17 +16,12 @@ from torch import nn
 
 from distiller_nlp.core.capture import FeatureCapture, num_layers
 from distiller_nlp.core.losses import get_loss
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.tasks import model_inputs
 
 from .superlm import SuperLM
 
-__all__ = ["resolve_teacher_layer", "TeacherFeatures", "subnet_relation_loss", "model_inputs"]
-
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def model_inputs(batch: Mapping) -> dict:
-    return {k: batch[k] for k in _INPUTS if k in batch}
+__all__ = ["resolve_teacher_layer", "TeacherFeatures", "subnet_relation_loss"]
 
 
 def resolve_teacher_layer(teacher: nn.Module, layer: int) -> int:

@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .config import SearchConfig
 from .space import Arch, SubSpace
@@ -305,8 +305,8 @@ class TaskProxyScorer:
     def __init__(self, proxy, tokenizer, max_length: int, seed: int, work_dir: str):
         import numpy as np
 
-        from distiller_nlp.data import load_task_data, make_collator, tokenize_dataset
-        from distiller_nlp.runs import task_metric_fn
+        from distiller_nlp.tasks import load_task_data, make_collator, tokenize_dataset
+        from distiller_nlp.tasks import task_metric_fn
 
         ds, spec = load_task_data(proxy.task, data_dir=proxy.data_dir or None, seed=seed,
                                   max_eval_examples=proxy.eval_examples)
@@ -330,9 +330,9 @@ class TaskProxyScorer:
     def __call__(self, superlm, arch: Arch) -> float:
         import shutil
 
-        from distiller_nlp.config import TrainArgs
+        from distiller_nlp.core.train_args import TrainArgs
         from distiller_nlp.core.engine import Engine
-        from distiller_nlp.teacher import SupervisedModule
+        from distiller_nlp.models import SupervisedModule
 
         torch.manual_seed(self.seed)
         model = superlm.extract(arch, num_labels=self.spec.num_labels).train()
@@ -414,9 +414,9 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
 
     from distiller_nlp.core.engine import resolve_precision
     from distiller_nlp.core.flops import encoder_flops_from_config
-    from distiller_nlp.data import make_collator
-    from distiller_nlp.models import _quiet_transformers, load_tokenizer, resolve_model_path, save_student
-    from distiller_nlp.runs import check_output_dir, create_output_dir, write_json_atomic
+    from distiller_nlp.tasks import make_collator
+    from distiller_nlp.models import quiet_transformers, load_tokenizer, resolve_model_path, save_student
+    from distiller_nlp.core.rundir import check_output_dir, create_output_dir, write_json_atomic
 
     from .data import load_texts, tokenized_texts
 
@@ -464,7 +464,7 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     if cfg.score == "task-proxy":
         scorer = TaskProxyScorer(cfg.proxy, tokenizer, cfg.max_length, cfg.seed, cfg.output_dir)
     else:
-        with _quiet_transformers():
+        with quiet_transformers():
             teacher = AutoModel.from_pretrained(teacher_path).eval()
         scorer = HeldOutScorer(teacher, batches, cfg.objective.teacher_layer, cfg.objective.relation_heads,
                                cfg.objective.kind, autocast_bf16=bf16)

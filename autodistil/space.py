@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 __all__ = [
     "Arch",
@@ -291,7 +291,7 @@ def list_spaces() -> list[str]:
 
 def load_space(path: str) -> SubSpace:
     """Read a user sub-space from a YAML file (``yaml.safe_load``); unknown keys are errors naming key and file."""
-    from distiller_nlp.config import read_yaml
+    from distiller_nlp.core.config import read_yaml
 
     return SubSpace.from_dict(read_yaml(path), source=path)
 

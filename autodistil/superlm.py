@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .space import Arch, SubSpace
 
@@ -212,10 +212,10 @@ class SuperLM(nn.Module):
         else:
             from transformers import AutoModel
 
-            from distiller_nlp.models import _quiet_transformers, resolve_model_path
+            from distiller_nlp.models import quiet_transformers, resolve_model_path
 
             path = resolve_model_path(teacher)
-            with _quiet_transformers():
+            with quiet_transformers():
                 model = AutoModel.from_pretrained(path)
         model = getattr(model, "bert", model)
         config = model.config
@@ -361,13 +361,13 @@ class SuperLM(nn.Module):
         """
         from transformers import AutoModel, AutoModelForSequenceClassification
 
-        from distiller_nlp.models import _quiet_transformers
+        from distiller_nlp.models import quiet_transformers
 
         if arch is not None:
             self.set_active(arch)
         config = self.student_config(num_labels=num_labels)
         auto = AutoModelForSequenceClassification if num_labels else AutoModel
-        with _quiet_transformers():
+        with quiet_transformers():
             model = auto.from_config(config)
         state = self.active_state_dict()
         if num_labels:

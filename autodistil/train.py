@@ -1,12 +1,9 @@
 """Task-agnostic SuperLM training on the shared :class:`~distiller_nlp.core.engine.Engine`.
 
 Per optimiser step the teacher runs once (``prepare_batch``, under ``no_grad``) and the module's ``forward`` runs the
-subnets chosen by the sampling rule on the same batch, summing their relation losses, so one backward accumulates
-every subnet's gradient before the single optimiser step:
-
-- ``sandwich`` (AutoDistil's rule): the largest and the smallest subnet (by parameters) plus ``num_random`` distinct
-  random ones from the rest;
-- ``uniform``: one random subnet.
+subnets chosen by the sampling strategy (:mod:`autodistil.sampling`: ``sandwich``, AutoDistil's rule, or
+``uniform``) on the same batch, summing their relation losses, so one backward accumulates every subnet's gradient
+before the single optimiser step.
 
 The random choice is a pure function of ``(seed, step)`` where ``step`` is a buffer of the module, so it is saved
 in every checkpoint and a resumed run samples exactly the subnets the uninterrupted run would.
@@ -16,35 +13,21 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-from typing import Optional
 
 import torch
 from torch import nn
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .config import TrainSuperLMConfig
+from .sampling import SAMPLERS, sample_subnets
 from .objective import TeacherFeatures, subnet_relation_loss
 from .space import Arch, SubSpace, resolve_spaces
-from .superlm import SuperLM, save_superlm
+from .superlm import SUPERLM_FILE, SuperLM, save_superlm
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SuperLMTrainer", "sample_subnets", "train_superlm", "plan_superlm_runs"]
-
-
-def sample_subnets(archs_by_size: list[Arch], sampling: str, num_random: int, seed: int, step: int) -> list[Arch]:
-    """Subnets of one step. ``archs_by_size`` is sorted by parameter count (smallest first)."""
-    rng = random.Random(seed * 1_000_003 + step)
-    if sampling == "uniform":
-        return [rng.choice(archs_by_size)]
-    if sampling != "sandwich":
-        raise DistillerError(f"unknown sampling '{sampling}' (use sandwich or uniform)")
-    largest, smallest = archs_by_size[-1], archs_by_size[0]
-    middle = archs_by_size[1:-1]
-    chosen = [largest] if largest == smallest else [largest, smallest]
-    return chosen + rng.sample(middle, min(num_random, len(middle)))
 
 
 class SuperLMTrainer(nn.Module):
@@ -57,6 +40,7 @@ class SuperLMTrainer(nn.Module):
         self.superlm = superlm
         self.space = space
         self.sampling = sampling
+        self.sampler = SAMPLERS.get(sampling)()
         self.num_random = int(num_random)
         self.seed = int(seed)
         self.relation_heads = int(relation_heads)
@@ -67,9 +51,11 @@ class SuperLMTrainer(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def current_subnets(self) -> list[Arch]:
+        """The subnets of the current step (a pure function of seed and step)."""
         return sample_subnets(self.archs, self.sampling, self.num_random, self.seed, int(self.step))
 
     def forward(self, batch: dict) -> dict:
+        """``{"loss": sum of the sampled subnets' relation losses, ...}``."""
         teacher_qkv = batch["teacher_qkv"]
         archs = self.current_subnets()
         out: dict = {}
@@ -78,8 +64,8 @@ class SuperLMTrainer(nn.Module):
             self.superlm.set_active(arch)
             loss = subnet_relation_loss(self.superlm, batch, teacher_qkv, self.relation_heads, self.kind)
             total = loss if total is None else total + loss
-            if self.sampling == "sandwich" and i < 2:
-                out["rel_largest" if i == 0 else "rel_smallest"] = loss.detach()
+            if i < len(self.sampler.named):
+                out[self.sampler.named[i]] = loss.detach()
         if self.training:
             self.step += 1
         out["loss"] = total
@@ -126,18 +112,6 @@ def plan_superlm_runs(cfg: TrainSuperLMConfig) -> tuple[str, object, list[tuple[
     return path, config, runs
 
 
-def _finished(run_dir: str, max_steps: int) -> Optional[dict]:
-    """The metrics of a run directory that already reached ``max_steps`` (None otherwise)."""
-    import json
-
-    path = os.path.join(run_dir, "metrics.json")
-    if max_steps <= 0 or not os.path.isfile(path) or not os.path.isfile(os.path.join(run_dir, "superlm.json")):
-        return None
-    with open(path, encoding="utf-8") as fh:
-        metrics = json.load(fh)
-    return metrics if metrics.get("global_step") == max_steps else None
-
-
 def train_superlm(cfg: TrainSuperLMConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """Train one SuperLM per sub-space of ``cfg`` (``output_dir`` itself for one sub-space, ``output_dir/<name>``
     for several). Returns ``{space name: metrics}``; each run directory holds the SuperLM (``config.json``,
@@ -145,29 +119,35 @@ def train_superlm(cfg: TrainSuperLMConfig, resume: bool = False, overwrite: bool
     from transformers import AutoModel
 
     from distiller_nlp.core.engine import Engine
-    from distiller_nlp.data import make_collator
-    from distiller_nlp.models import _quiet_transformers, load_tokenizer
-    from distiller_nlp.runs import check_output_dir, create_output_dir, promote_best, write_json_atomic
+    from distiller_nlp.core.run import TrainingRun
+    from distiller_nlp.core.rundir import finished_run
+    from distiller_nlp.models import load_tokenizer, quiet_transformers
+    from distiller_nlp.tasks import make_collator
 
     from .data import load_texts, tokenized_texts
 
     teacher_path, _, runs = plan_superlm_runs(cfg)
-    check_output_dir(cfg.output_dir, resume=resume, overwrite=overwrite)
+    top = TrainingRun(cfg.output_dir, resume=resume, overwrite=overwrite)
     tokenizer = load_tokenizer(teacher_path)
     texts = load_texts(cfg.data, "train", cfg.data.max_train_examples, cfg.train.seed)
-    create_output_dir(cfg.output_dir, overwrite=overwrite)
+    top.start(cfg, config_file="train_superlm.yaml")
     train_ds = tokenized_texts(texts, tokenizer, cfg.train.max_length)
     collate = make_collator(tokenizer)
 
     results = {}
     for space, run_dir in runs:
-        done = _finished(run_dir, cfg.train.max_steps) if resume else None
+        done = finished_run(run_dir, requires=(SUPERLM_FILE,),
+                            accept=lambda m: cfg.train.max_steps > 0 and m.get("global_step") == cfg.train.max_steps
+                            ) if resume else None
         if done is not None:
             results[space.name] = done
             logger.info("sub-space %s already trained in %s", space.name, run_dir)
             continue
-        os.makedirs(run_dir, exist_ok=True)
-        with _quiet_transformers():
+        run = top
+        if run_dir != cfg.output_dir:  # several sub-spaces: one run directory each under the output directory
+            run = TrainingRun(run_dir, resume=True)
+            run.start()
+        with quiet_transformers():
             teacher = AutoModel.from_pretrained(teacher_path)
         superlm = SuperLM.from_teacher(teacher, cfg.layer_selection)
         module = SuperLMTrainer(superlm, space, cfg.sampling, cfg.num_random, cfg.train.seed,
@@ -191,8 +171,6 @@ def train_superlm(cfg: TrainSuperLMConfig, resume: bool = False, overwrite: bool
         engine = Engine(cfg.train, run_dir, module, train_ds, collate, eval_datasets=None, prepare_batch=prepare,
                         frozen=[teacher], export_fn=export, resume=resume, run_name="autodistil")
         result = engine.train()
-        promote_best(run_dir)
-        metrics = {**result.metrics, "subspace": space.name, "subnets": len(space), "sampling": cfg.sampling}
-        write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
-        results[space.name] = metrics
+        results[space.name] = run.finish(engine, result, history=False, extra={
+            "subspace": space.name, "subnets": len(space), "sampling": cfg.sampling})
     return results

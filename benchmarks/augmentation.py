@@ -47,7 +47,8 @@ VARIANTS = {
 
 
 def build_config(variant: str, size: int, seed: int, teacher: str, mlm: str, out: str):
-    from distiller_nlp.config import AugmentConfig, DataConfig, DistillConfig, KDConfig, TrainArgs
+    from distiller_nlp.config import AugmentConfig, DataConfig, DistillConfig, KDConfig
+    from distiller_nlp.core.train_args import TrainArgs
 
     spec = VARIANTS[variant]
     kd = KDConfig(pred_loss="kd", temperature=2.0, kd_weight=1.0, hard_label_weight=1.0,
@@ -119,8 +120,8 @@ def plot(summary: dict, path: str) -> None:
 def main(argv=None) -> int:
     from bench_demo_kd import machine
 
-    from distiller_nlp.demo import _protocol_hash, _run_or_resume
-    from distiller_nlp.distill import distill
+    from distiller_nlp.demo import protocol_hash, run_or_resume
+    from distiller_nlp.kd.distillation import distill
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="1,2,3")
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
         with open(rows_path) as fh:
             rows = json.load(fh)
     done = {(r["variant"], r["size"], r["seed"]) for r in rows}
-    from distiller_nlp.runs import write_json_atomic
+    from distiller_nlp.core.rundir import write_json_atomic
 
     for size in [] if args.report_only else [int(s) for s in args.sizes.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
                         "teacher": os.path.abspath(args.teacher)}
                 print(f"[augmentation] {v}, {size} examples, seed {seed}", flush=True)
                 t = time.time()
-                m = _run_or_resume(distill, cfg, out, _protocol_hash(spec), spec)
+                m = run_or_resume(distill, cfg, out, protocol_hash(spec), spec)
                 rows.append({"variant": v, "size": size, "seed": seed, "eval_accuracy": m["eval_accuracy"],
                              "test_accuracy": m.get("test_accuracy"), "train_runtime_s": m["train_runtime_s"],
                              "train_examples": m.get("train_examples"), "wall_s": round(time.time() - t, 1)})

@@ -57,16 +57,16 @@ def _builder():
 
 def run_rules(meta) -> None:
     """Run the fallback rules' pipeline on every builder dataset (2 seeds) and write their scores to RULE_RUNS."""
-    from distiller_nlp.autodistiller import _available_stages, rule_pipeline
-    from distiller_nlp.metadataset import dataset_name, load_meta_dataset
-    from distiller_nlp.space import default_pipeline
+    from distiller_nlp.autodistiller.recommender import available_stages, rule_pipeline
+    from distiller_nlp.autodistiller.metadataset import dataset_name, load_meta_dataset
+    from distiller_nlp.autodistiller.pipeline_space import default_pipeline
 
     builder = _builder()
     records = os.path.join(builder.WORK, "rule_records")
 
     def rules_of(base) -> list:
         ctx = meta[meta["dataset"] == dataset_name(base)].iloc[0].to_dict()
-        return [rule_pipeline(ctx, _available_stages(base), default_pipeline(base))[0]]
+        return [rule_pipeline(ctx, available_stages(base), default_pipeline(base))[0]]
 
     builder.build(list(builder.DATASETS), records=records, pipelines_of=rules_of, per_dataset=1)
     runs = load_meta_dataset(records)
@@ -80,9 +80,9 @@ def evaluate_holdout(meta, held: list, label: str, rules=None) -> list:
     dataset, student_score) to score the fallback and "recommend as it acts" too."""
     from scipy.stats import spearmanr
 
-    from distiller_nlp.autodistiller import (MIN_NEAR_DATASETS, NEAR_DISTANCE, context_features, rank_pipelines,
-                                             dataset_distances)
-    from distiller_nlp.space import describe_pipeline
+    from distiller_nlp.autodistiller.recommender import (MIN_NEAR_DATASETS, NEAR_DISTANCE, context_features,
+                                                         rank_pipelines, dataset_distances)
+    from distiller_nlp.autodistiller.pipeline_space import describe_pipeline
 
     train = meta[~meta["dataset"].isin(held)]
     rows = []
@@ -185,9 +185,9 @@ def _wtl(c: dict) -> str:
 def main(argv=None) -> int:
     import pandas as pd
 
-    from distiller_nlp.autodistiller import MIN_NEAR_DATASETS, NEAR_DISTANCE
-    from distiller_nlp.metadataset import load_meta_dataset
-    from distiller_nlp.runs import write_json_atomic
+    from distiller_nlp.autodistiller.recommender import MIN_NEAR_DATASETS, NEAR_DISTANCE
+    from distiller_nlp.autodistiller.metadataset import load_meta_dataset
+    from distiller_nlp.core.rundir import write_json_atomic
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--meta", default=None, help="meta-dataset (default: the shipped one)")

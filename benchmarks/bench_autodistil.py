@@ -41,7 +41,9 @@ import autodistil  # noqa: F401  (registers autodistil_bert)
 from autodistil.config import SearchConfig
 from autodistil.search import search
 from autodistil.space import Arch, parse_arch
-from distiller_nlp.config import DataConfig, FinetuneConfig, TrainArgs, load_config
+from distiller_nlp.config import DataConfig, FinetuneConfig
+from distiller_nlp.core.train_args import TrainArgs
+from distiller_nlp.core.config import load_config
 from distiller_nlp.core.flops import encoder_flops
 from distiller_nlp.models import build_student, load_tokenizer, resolve_model_path, save_student
 
@@ -56,7 +58,7 @@ def run_search(superlms, out, **kw) -> dict:
 
 
 def finetune(model_dir: str, out: str, seed: int, args) -> dict:
-    from distiller_nlp.teacher import finetune_teacher
+    from distiller_nlp.kd.finetune import finetune_teacher
 
     cfg = FinetuneConfig(
         model=model_dir, output_dir=out,
@@ -102,7 +104,7 @@ def section_b(chosen: dict, budget: float, args, work: str) -> dict:
     init_dir = os.path.join(work, "init")
     os.makedirs(init_dir, exist_ok=True)
     # the same-FLOPs hand-designed student initialised from teacher layers (DynaBERT/AutoDistil leading slices)
-    from distiller_nlp.data import get_task
+    from distiller_nlp.tasks import get_task
 
     save_student(build_student(teacher, shape=shape, init="teacher", task=get_task("tweets")), tok,
                  os.path.join(init_dir, "teacher_layers"))
@@ -133,7 +135,7 @@ def _score_archs(superlm_dir: str, archs: list, heldout: int, max_length: int = 
     from autodistil.data import load_texts, tokenized_texts
     from autodistil.search import HeldOutScorer
     from autodistil.superlm import load_superlm
-    from distiller_nlp.data import make_collator
+    from distiller_nlp.tasks import make_collator
 
     teacher_path = resolve_model_path("minilm")
     tok = load_tokenizer(teacher_path)
@@ -228,7 +230,7 @@ def section_a(superlms: list, args) -> dict:
     from autodistil.data import load_texts, tokenized_texts
     from autodistil.search import HeldOutScorer, ReferenceHeldOutScorer
     from autodistil.superlm import load_superlm
-    from distiller_nlp.data import make_collator
+    from distiller_nlp.tasks import make_collator
 
     tiny = [d for d in superlms if d.endswith("minilm-tiny")][0]
     teacher_path = resolve_model_path("minilm")

@@ -115,10 +115,13 @@ def run_floor(plain: bool):
 def run_ours(cached: bool, defaults: bool = False):
     import datasets
 
-    from distiller_nlp.config import KDConfig, MatchConfig, TrainArgs
+    from distiller_nlp.config import KDConfig, MatchConfig
+    from distiller_nlp.core.train_args import TrainArgs
     from distiller_nlp.core.engine import Engine
-    from distiller_nlp.data import make_collator
-    from distiller_nlp.distill import DistillModule, TeacherRunner, resolve_matches
+    from distiller_nlp.tasks import make_collator
+    from distiller_nlp.kd.module import DistillModule
+    from distiller_nlp.kd.teachers import TeacherRunner
+    from distiller_nlp.kd.matches import resolve_matches
     from distiller_nlp.models import load_tokenizer
 
     teacher, student = _models()
@@ -131,7 +134,7 @@ def run_ours(cached: bool, defaults: bool = False):
     module = DistillModule(student, kd, resolve_matches(kd, teacher.config, student.config), teacher.config)
     tok = load_tokenizer("minilm")
     if cached:
-        from distiller_nlp import teacher_cache as tc
+        from distiller_nlp.kd import teacher_cache as tc
 
         ds = tc.as_cached_format(tc.compute_teacher_outputs(ds, teacher, "bench", module.teacher_hidden_layers,
                                                             pad_token_id=tok.pad_token_id))

@@ -37,8 +37,9 @@ CONFIGS = {
 
 
 def one_run(teacher, overrides, seed, cache, workdir, tag):
-    from distiller_nlp.config import DistillConfig, load_config
-    from distiller_nlp.distill import distill
+    from distiller_nlp.config import DistillConfig
+    from distiller_nlp.core.config import load_config
+    from distiller_nlp.kd.distillation import distill
 
     ov = {"teacher": teacher, "data.task": "tweets", "data.max_train_examples": 2000, "data.max_eval_examples": 500,
           "student_shape": "layers=3,hidden=256,heads=8,intermediate=1024", "student_init": "teacher",

@@ -45,7 +45,7 @@ METHODS = ["ce", "kd", "dkd", "nkd", "uskd", "bdkd", "lwkd"]
 
 
 def run(workspace, method, dataset, seed, epochs, student, extra=None):
-    from distiller_nlp.config import load_config
+    from distiller_nlp.core.config import load_config
 
     from vision_kd.config import VisionConfig
     from vision_kd.train import train_vision

@@ -105,7 +105,7 @@ def _write_dataset(name: str, out: str) -> None:
     import numpy as np
     import pandas as pd
 
-    from distiller_nlp.data import load_task_data, stratified_subset
+    from distiller_nlp.tasks import load_task_data, stratified_subset
 
     family, corpus, keep, n_train = DATASETS[name]
     ds, task = load_task_data(corpus)
@@ -141,8 +141,9 @@ def teacher_for(name: str) -> str:
 
 
 def _train_teacher(name: str, out: str) -> None:
-    from distiller_nlp.config import FinetuneConfig, TrainArgs
-    from distiller_nlp.teacher import finetune_teacher
+    from distiller_nlp.config import FinetuneConfig
+    from distiller_nlp.core.train_args import TrainArgs
+    from distiller_nlp.kd.finetune import finetune_teacher
 
     resume = os.path.isdir(os.path.join(out, "checkpoints"))
     cfg = FinetuneConfig(model="minilm", output_dir=out, data=data_config(name),
@@ -157,8 +158,9 @@ def mlm_for(family: str) -> str:
 
 
 def _train_mlm(family: str, out: str) -> None:
-    from distiller_nlp.config import DataConfig, TrainArgs
-    from distiller_nlp.mlm import MLMConfig, train_mlm
+    from distiller_nlp.config import DataConfig
+    from distiller_nlp.core.train_args import TrainArgs
+    from distiller_nlp.augment.mlm import MLMConfig, train_mlm
 
     task = "tweets" if family == "tweets" else "bbc-headlines"
     cfg = MLMConfig(model="minilm", output_dir=out, data=DataConfig(task=task, max_eval_examples=1000),
@@ -170,7 +172,8 @@ def _train_mlm(family: str, out: str) -> None:
 
 
 def base_config(name: str, teacher: str, seed: int):
-    from distiller_nlp.config import AugmentConfig, DistillConfig, TrainArgs
+    from distiller_nlp.config import AugmentConfig, DistillConfig
+    from distiller_nlp.core.train_args import TrainArgs
 
     family = DATASETS[name][0]
     cfg = DistillConfig(teacher=teacher, student_shape=STUDENT, data=data_config(name),
@@ -182,7 +185,7 @@ def base_config(name: str, teacher: str, seed: int):
 
 
 def pipelines(cfg) -> list:
-    from distiller_nlp.space import default_pipeline, load_space
+    from distiller_nlp.autodistiller.pipeline_space import default_pipeline, load_space
 
     return load_space().candidates(N_PIPELINES, seed=PIPELINE_SEED, include=[default_pipeline(cfg)])
 
@@ -191,7 +194,7 @@ def done_keys(records: str = "") -> set:
     records = records or RECORDS
     if not os.path.isdir(records) or not any(f.endswith(".parquet") for f in os.listdir(records)):
         return set()
-    from distiller_nlp.metadataset import load_meta_dataset
+    from distiller_nlp.autodistiller.metadataset import load_meta_dataset
 
     df = load_meta_dataset(records)
     return {(d, p, int(s)) for d, p, s in zip(df["dataset"], df["pipeline_id"], df["seed"])}
@@ -203,8 +206,8 @@ def build(names: list, limit: int = 0, records: str = "", pipelines_of=None,
 
     ``pipelines_of(base_config)``: the ``per_dataset`` pipelines to run on a dataset (default :func:`pipelines`);
     ``records``: the shard directory the records go to (default ``runs/meta/records``)."""
-    from distiller_nlp.metadataset import dataset_name
-    from distiller_nlp.space import pipeline_key
+    from distiller_nlp.autodistiller.metadataset import dataset_name
+    from distiller_nlp.autodistiller.pipeline_space import pipeline_key
 
     records = records or RECORDS
     pipelines_of = pipelines_of or pipelines
@@ -240,15 +243,16 @@ def build(names: list, limit: int = 0, records: str = "", pipelines_of=None,
 
 def _run_one(base, p, key, seed: int, name: str, which: str) -> int:
     """One distillation run appending its record; 1 when it ran, 0 when it failed (reported, recorded nowhere)."""
-    from distiller_nlp.distill import distill
-    from distiller_nlp.space import apply_params, describe_pipeline, pipeline_key
+    from distiller_nlp.autodistiller.metadataset import meta_recorders
+    from distiller_nlp.autodistiller.pipeline_space import apply_params, describe_pipeline, pipeline_key
+    from distiller_nlp.kd.distillation import distill
 
     cfg = apply_params(base, p)
     cfg.output_dir = os.path.join(WORK, "runs", name, f"{pipeline_key(p)}-s{seed}")
     print(f"[meta] {name} seed {seed} pipeline {which}: {describe_pipeline(p)}")
     cpu0, wall0 = time.process_time(), time.time()
     try:
-        metrics = distill(cfg, overwrite=True, record_source="benchmark")
+        metrics = distill(cfg, overwrite=True, on_finish=meta_recorders(cfg, "benchmark"))
         print(f"[meta]   dev {metrics.get('eval_accuracy', float('nan')):.4f}  ({metrics.get('train_runtime_s')} s)")
     except Exception as exc:  # a pipeline that cannot run here is recorded nowhere; report it and go on
         print(f"[meta]   FAILED: {type(exc).__name__}: {exc}")
@@ -267,8 +271,8 @@ def _run_one(base, p, key, seed: int, name: str, which: str) -> int:
 
 
 def export() -> dict:
-    from distiller_nlp.metadataset import load_meta_dataset
-    from distiller_nlp.runs import write_json_atomic
+    from distiller_nlp.autodistiller.metadataset import load_meta_dataset
+    from distiller_nlp.core.rundir import write_json_atomic
 
     df = load_meta_dataset(RECORDS)
     df = df.sort_values(["family", "dataset", "pipeline_id", "seed"]).drop_duplicates(

@@ -6,6 +6,6 @@ Kept light on purpose: importing ``distiller_nlp`` (or ``distiller_nlp.core``) c
 
 __version__ = "0.1.0"
 
-from distiller_nlp.errors import DistillerError  # noqa: E402
+from distiller_nlp.core.errors import DistillerError  # noqa: E402
 
 __all__ = ["DistillerError", "__version__"]

@@ -1,8 +1,9 @@
-"""One config schema for YAML recipes and command-line flags.
+"""The ``distiller-nlp`` recipe schema: the sections of a distillation recipe, one dataclass each.
 
-Recipes are read with ``yaml.safe_load`` only. Every dataclass below is a section of a recipe; an unknown key, a
-value of the wrong type or a malformed file is a :class:`~distiller_nlp.errors.DistillerError` that names the key and
-the file. Flags override recipe keys (``--epochs 3`` sets ``train.epochs``; ``--set kd.temperature=4`` sets any key).
+Every field carries its help, range and (for the common ones) its flag (:func:`~distiller_nlp.core.config.option`):
+``--epochs 3`` sets ``train.epochs``, ``--temperature 4`` sets ``kd.temperature``, ``--set kd.mapping.weight=2``
+sets any key. Recipes load with :func:`~distiller_nlp.core.config.load_config` (``yaml.safe_load``; an unknown key,
+a wrong type or an out-of-range value is a one-line error naming the key and the file).
 
 A distillation recipe looks like::
 
@@ -10,7 +11,7 @@ A distillation recipe looks like::
     teacher: runs/teacher
     student_shape: layers=3,hidden=256,heads=8,intermediate=1024
     kd:
-      pred_loss: kd            # kd | soft_ce | logits_mse | nkd | dkd | none
+      pred_loss: kd            # a prediction loss of the registry, or none
       temperature: 2.0
       kd_weight: 1.0
       hard_label_weight: 0.5
@@ -27,61 +28,61 @@ A distillation recipe looks like::
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
-import yaml
+from distiller_nlp.core.config import option, parse_set_option
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.train_args import TrainArgs
 
-from distiller_nlp.errors import DistillerError
+__all__ = ["MatchConfig", "MappingConfig", "ScheduleConfig", "KDConfig", "AugmentConfig", "DataConfig",
+           "FinetuneConfig", "TeacherFinetuneConfig", "DistillConfig", "SCHEDULED", "FEATURES"]
 
-PRECISIONS = ("auto", "no", "bf16", "fp16")
+#: The features an intermediate match compares.
+FEATURES = ("hidden", "attention_scores")
+#: The KD hyper-parameters a schedule can move.
+SCHEDULED = ("temperature", "kd_weight", "hard_label_weight", "intermediate_weight")
 
 
-@dataclass
-class TrainArgs:
-    """Optimisation and run-control settings shared by every training command (the engine's arguments)."""
+def _prediction_losses() -> tuple:
+    from distiller_nlp.core.losses import prediction_losses
 
-    epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0  # <= 0 disables clipping
-    precision: str = "auto"  # auto | no | bf16 | fp16
-    seed: int = 42
-    cpu: bool = False
-    max_length: int = 128
-    eval_steps: int = 0  # 0 = evaluate at the end of every epoch
-    save_steps: int = 0  # 0 = checkpoint at the end of every epoch (and at every evaluation)
-    logging_steps: int = 20
-    keep_checkpoints: int = 2
-    report_to: str = "tensorboard"  # tensorboard | none
-    metric_for_best: str = ""  # "" = the task's main metric
-    find_unused_parameters: bool = False
-    group_by_length: bool = False  # batches of similar length (less padding; faster on variable-length text)
-    optim: str = "auto"  # auto (fused AdamW on CPU/CUDA) | adamw_fused | adamw_foreach | adamw
+    return (*prediction_losses(), "none")
 
-    def validate(self, source: str = "config") -> None:
-        if self.precision not in PRECISIONS:
-            raise DistillerError(f"train.precision: '{self.precision}' in {source} is not one of {', '.join(PRECISIONS)}")
-        if self.optim not in ("auto", "adamw", "adamw_foreach", "adamw_fused"):
-            raise DistillerError(f"train.optim: '{self.optim}' in {source} must be auto, adamw_fused, adamw_foreach "
-                                 "or adamw")
-        if self.report_to not in ("tensorboard", "none"):
-            raise DistillerError(f"train.report_to: '{self.report_to}' in {source} must be 'tensorboard' or 'none'")
-        for name in ("batch_size", "eval_batch_size", "grad_accum", "max_length", "logging_steps"):
-            if getattr(self, name) <= 0:
-                raise DistillerError(f"train.{name} in {source} must be positive, got {getattr(self, name)}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise DistillerError(f"train.epochs in {source} must be positive (or set train.max_steps)")
-        if self.lr <= 0:
-            raise DistillerError(f"train.lr in {source} must be positive, got {self.lr}")
+
+def _mapping_strategies() -> tuple:
+    from distiller_nlp.kd.mapping import MAPPING_STRATEGIES
+
+    return tuple(MAPPING_STRATEGIES.names())
+
+
+def _augmenters() -> tuple:
+    from distiller_nlp.augment import AUGMENTERS
+
+    return tuple(AUGMENTERS.names())
+
+
+def _comma_list(value: str) -> list:
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+def _aug_param_overrides(items: list) -> dict:
+    """``--aug-param STAGE.KEY=VALUE`` (repeatable) → ``{"params.STAGE.KEY": value}``."""
+    out = {}
+    for item in items:
+        key, value = parse_set_option(item)
+        if "." not in key:
+            raise DistillerError(f"--aug-param expects STAGE.KEY=VALUE, got '{item}'")
+        out[f"params.{key}"] = value
+    return out
+
+
+def _teacher_overrides(names: list) -> dict:
+    """``--teacher A --teacher B``: ``A`` is the teacher, ``B`` ... are averaged with it (``teachers``)."""
+    out = {"teacher": names[0]}
+    if names[1:]:
+        out["teachers"] = names[1:]
+    return out
 
 
 @dataclass
@@ -90,36 +91,35 @@ class MatchConfig:
 
     ``feature``: ``hidden`` (layer outputs; 0 = embeddings) or ``attention_scores`` (pre-softmax Q·Kᵀ of a layer,
     1..L). ``proj``: ``linear`` adds a learned ``Linear(d_S -> d_T)`` owned by the run (trained with the student,
-    never exported), ``none`` requires equal widths. ``params`` are passed to the loss (e.g. ``alpha`` for
-    ``mi_alpha``, ``kind`` for ``attention_score``).
+    never exported), ``none`` requires equal widths, ``auto`` adds one when the widths differ. ``params`` are passed to
+    the loss (e.g. ``alpha`` for ``mi_alpha``, ``kind`` for ``attention_score``).
     """
 
-    layer_T: int = 0
-    layer_S: int = 0
-    feature: str = "hidden"
-    loss: str = "hidden_mse"
-    weight: float = 1.0
-    proj: str = "linear"
-    params: dict = field(default_factory=dict)
+    layer_T: int = option(0, help="teacher layer (hidden: 0 = embeddings, 1..L; attention_scores: 1..L)")
+    layer_S: int = option(0, help="student layer (same indexing as layer_T)")
+    feature: str = option("hidden", help="{choices}", choices=FEATURES)
+    loss: str = option("hidden_mse", help="a registered intermediate loss")
+    weight: float = option(1.0, help="weight of this match in the total loss")
+    proj: str = option("linear", help="{choices}", choices=("auto", "linear", "none"))
+    params: dict = option(default_factory=dict, help="keyword arguments of the loss")
 
 
 @dataclass
 class MappingConfig:
-    """A mapping strategy that expands to matches: ``skip`` (teacher ⌊i·L_T/L_S⌋), ``last`` (L_T − L_S + i) or
-    ``emd`` (BERT-EMD: every student layer against every teacher layer, weighted by an earth mover's transport plan
-    whose layer weights adapt during training; ``params.emd_temperature`` sets the update's softmax temperature)."""
+    """A mapping strategy (``distiller_nlp.kd.mapping``) that expands to matches: ``skip`` (teacher ⌊i·L_T/L_S⌋),
+    ``last`` (L_T − L_S + i) or ``emd`` (BERT-EMD: every student layer against every teacher layer, weighted by an
+    earth mover's transport plan whose layer weights adapt during training; ``params.emd_temperature`` sets the
+    update's softmax temperature)."""
 
-    strategy: str = "skip"
-    feature: str = "hidden"
-    loss: str = "hidden_mse"
-    weight: float = 1.0
-    proj: str = "linear"
-    include_embeddings: bool = True
-    params: dict = field(default_factory=dict)
-
-
-SCHEDULE_KINDS = ("constant", "linear", "cosine")
-SCHEDULED = ("temperature", "kd_weight", "hard_label_weight", "intermediate_weight")
+    strategy: str = option("skip", help="intermediate layer mapping: {choices}", choices=_mapping_strategies,
+                           flag="mapping")
+    feature: str = option("hidden", help="{choices}", choices=FEATURES)
+    loss: str = option("hidden_mse", help="intermediate loss of the mapping (hidden_mse, mi_alpha, ...)",
+                       flag="inter-loss")
+    weight: float = option(1.0, help="weight of each intermediate match", flag="inter-weight")
+    proj: str = option("linear", help="{choices}", choices=("auto", "linear", "none"))
+    include_embeddings: bool = option(True, help="also match the embeddings (hidden layer 0)")
+    params: dict = option(default_factory=dict, help="keyword arguments of the loss (and emd_temperature)")
 
 
 @dataclass
@@ -131,25 +131,25 @@ class ScheduleConfig:
     ``linear``: start + (final − start)·p; ``cosine``: start + (final − start)·(1 − cos πp)/2; ``constant``: start.
     """
 
-    kind: str = "constant"
-    final: Optional[float] = None
+    kind: str = option("constant", help="constant | linear | cosine")
+    final: Optional[float] = option(None, help="the value at the end of training")
 
 
 @dataclass
 class KDConfig:
     """The KD pipeline: prediction-layer loss + weights + temperature + intermediate matches."""
 
-    pred_loss: str = "kd"  # kd | soft_ce | logits_mse | nkd | dkd | none
-    temperature: float = 1.0
-    kd_weight: float = 1.0
-    hard_label_weight: float = 0.0
-    pred_loss_params: dict = field(default_factory=dict)
-    intermediate: list[MatchConfig] = field(default_factory=list)
-    mapping: Optional[MappingConfig] = None
-    mixup: bool = False  # MixUp on word embeddings: batch = originals + mixed copies (teacher labels both)
-    mixup_alpha: float = 0.4  # λ ~ Beta(mixup_alpha, mixup_alpha)
+    pred_loss: str = option("kd", help="{choices}", choices=_prediction_losses, flag=True)
+    temperature: float = option(1.0, help="softmax temperature of the prediction loss", positive=True, flag=True)
+    kd_weight: float = option(1.0, help="weight of the prediction-layer KD loss", flag=True)
+    hard_label_weight: float = option(0.0, help="weight of the cross-entropy on gold labels", flag=True)
+    pred_loss_params: dict = option(default_factory=dict, help="keyword arguments of the prediction loss")
+    intermediate: list[MatchConfig] = option(default_factory=list, help="explicit intermediate matches")
+    mapping: Optional[MappingConfig] = option(None, help="a mapping strategy that expands to matches")
+    mixup: bool = option(False, help="MixUp on word embeddings (batch = originals + mixed copies)", flag=True)
+    mixup_alpha: float = option(0.4, help="MixUp λ ~ Beta(mixup_alpha, mixup_alpha)", positive=True)
     # e.g. {temperature: {kind: linear, final: 1.0}, kd_weight: {kind: cosine, final: 0.5}}
-    schedules: dict[str, ScheduleConfig] = field(default_factory=dict)
+    schedules: dict[str, ScheduleConfig] = option(default_factory=dict, help="schedules of KD hyper-parameters")
 
 
 @dataclass
@@ -157,35 +157,45 @@ class AugmentConfig:
     """Text augmentation of the training set (``distiller_nlp.augment``): ``copies`` augmented copies of every
     training example, made by the ordered ``stages`` (e.g. ``[random]``), added next to the originals."""
 
-    stages: list[str] = field(default_factory=list)
-    aug_p: float = 0.3
-    copies: int = 1
-    seed: int = 0
-    params: dict = field(default_factory=dict)  # per stage, e.g. {random: {action: delete}}
-    reaug_every: int = 0  # > 0: new augmented copies every N epochs (Distiller's num_reaug); 0 = made once
-    repeated_aug: int = 1  # k > 1: k − 1 copies per example, kept in the same batch as their original
+    stages: list[str] = option(default_factory=list, choices=_augmenters, check=False, flag="augment",
+                               parse=_comma_list,
+                               help="augmentation pipeline, comma-separated stages in order ({choices})")
+    aug_p: float = option(0.3, help="fraction of words an augmentation stage changes, in (0, 1]", flag=True)
+    copies: int = option(1, help="augmented copies per training example", flag="aug-copies")
+    seed: int = option(0, help="seed of the augmentation")
+    params: dict = option(default_factory=dict, flag="aug-param", append=True, overrides=_aug_param_overrides,
+                          metavar="STAGE.KEY=VALUE",
+                          help="stage parameter, e.g. contextual.model=runs/mlm (repeatable)")
+    reaug_every: int = option(0, help="regenerate the augmented copies every N epochs (0 = once)", min=0, flag=True)
+    repeated_aug: int = option(1, help="k > 1: each batch holds examples with k - 1 augmented copies", min=1,
+                               flag=True)
 
 
 @dataclass
 class DataConfig:
-    task: str = "tweets"
-    data_dir: str = ""
-    text_column: str = ""
-    text_pair_column: str = ""
-    label_column: str = ""
-    max_train_examples: int = 0  # 0 = all
-    max_eval_examples: int = 0
+    """Which text task and where its data is (``distiller_nlp.tasks``)."""
+
+    task: str = option("tweets", flag=True,
+                       help="task name: GLUE (sst2, mnli, ...), tweets, bbc-headlines, or a custom name")
+    data_dir: str = option("", help="directory with local train/dev files (TSV/CSV/JSON/parquet)", flag=True)
+    text_column: str = option("", help="text column of custom data", flag=True)
+    text_pair_column: str = option("", help="second text column of custom pair data", flag=True)
+    label_column: str = option("", help="label column of custom data", flag=True)
+    max_train_examples: int = option(0, help="cap on training examples (seeded subset; 0 = all)", min=0, flag=True)
+    max_eval_examples: int = option(0, help="cap on examples of each evaluation split (0 = all)", min=0, flag=True)
 
 
 @dataclass
 class FinetuneConfig:
     """``distiller-nlp finetune-teacher``: fine-tune an encoder checkpoint (default the packaged MiniLM) on a task."""
 
-    model: str = "minilm"
-    output_dir: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainArgs = field(default_factory=TrainArgs)
-    trust_remote_code: bool = False
+    model: str = option("minilm", help="encoder checkpoint: directory, 'minilm' or Hub name", flag=True)
+    output_dir: str = option("", help="run directory (must be empty unless --resume/--overwrite)",
+                             flag="output-dir")
+    data: DataConfig = option(default_factory=DataConfig, help="the task")
+    train: TrainArgs = option(default_factory=TrainArgs, help="training settings")
+    trust_remote_code: bool = option(False, help="allow custom model code from checkpoints (off by default)",
+                                     flag=True)
 
 
 @dataclass
@@ -193,210 +203,44 @@ class TeacherFinetuneConfig:
     """First stage of ``distiller-nlp run``: fine-tune ``teacher`` on the task when it has no classifier for it
     (``when: auto``), always, or never (then a teacher without a classifier is an error)."""
 
-    when: str = "auto"  # auto | always | never
-    train: TrainArgs = field(default_factory=lambda: TrainArgs(epochs=3.0, lr=2e-5))
+    when: str = option("auto", help="{choices}", choices=("auto", "always", "never"))
+    train: TrainArgs = option(default_factory=lambda: TrainArgs(epochs=3.0, lr=2e-5),
+                              help="training settings of the teacher fine-tune")
 
 
 @dataclass
 class DistillConfig:
-    """``distiller-nlp distill``: the whole run."""
+    """``distiller-nlp distill`` (and every stage of ``distiller-nlp run``): the whole run."""
 
-    teacher: str = ""
-    teachers: list[str] = field(default_factory=list)  # more teachers: soft targets averaged with ``teacher``'s
-    student: str = ""
-    student_shape: str = "layers=3,hidden=256,heads=8,intermediate=1024"
-    student_init: str = "auto"  # auto | teacher | random
-    output_dir: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    kd: KDConfig = field(default_factory=KDConfig)
-    train: TrainArgs = field(default_factory=TrainArgs)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    trust_remote_code: bool = False
-    teacher_cache: str = "off"  # off | auto | DIR written by `distiller-nlp cache-teacher`
-    teacher_cache_dtype: str = "float16"  # float16 (half the disk) | float32 (bit-faithful)
-    # ``distiller-nlp run`` only: the stages around distillation
-    teacher_finetune: TeacherFinetuneConfig = field(default_factory=TeacherFinetuneConfig)
-    predict_test: bool = True  # write GLUE-format predictions for the task's unlabelled test split(s)
-    # several distillation stages in sequence (e.g. TinyBERT's intermediate-layer then prediction-layer stage): each
-    # a partial recipe merged onto this one (``name`` labels it); stage i+1 starts from stage i's student
-    stages: list[dict] = field(default_factory=list)
-    # task-agnostic (general) distillation: labels unused, only intermediate matches (hidden / attention_scores);
-    # the teacher needs no classifier; the model is selected by the held-out distillation loss
-    general: bool = False
-    # AutoDistiller's meta-dataset: append one record of this run (meta-features, models, pipeline, scores) to this
-    # parquet file (or directory of parquet shards); ``meta_family`` groups datasets from one corpus (default: task)
-    meta_dataset: str = ""
-    meta_family: str = ""
-
-
-# ------------------------------------------------------------------------------------------------ strict loading
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:  # Optional[X]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key, source)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise DistillerError(f"key '{key}' in {source} must be a mapping, got {type(value).__name__}")
-        return from_dict(tp, value, source, prefix=key + ".")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise DistillerError(f"key '{key}' in {source} must be a list, got {type(value).__name__}")
-        return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise DistillerError(f"key '{key}' in {source} must be a mapping, got {type(value).__name__}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and dataclasses.is_dataclass(args[1]):
-            return {str(k): _coerce(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise DistillerError(f"key '{key}' in {source} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise DistillerError(f"key '{key}' in {source} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise DistillerError(f"key '{key}' in {source} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise DistillerError(f"key '{key}' in {source} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise DistillerError(f"key '{key}' in {source} must be a number, got {value!r}")
-    if tp is str:
-        if value is None:
-            return ""
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise DistillerError(f"key '{key}' in {source} must be a string, got {value!r}")
-    return value
-
-
-def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise DistillerError naming key and file."""
-    if data is None:
-        data = {}
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise DistillerError(f"unknown key '{prefix}{key}' in {source} (known keys here: {known})")
-        factory = fields[key].default_factory
-        if isinstance(value, dict) and dataclasses.is_dataclass(hints[key]) and factory is not dataclasses.MISSING:
-            # a section given in part keeps the parent's defaults for the rest (e.g. teacher_finetune.train.lr)
-            value = deep_merge(to_dict(factory()), value)
-        kwargs[key] = _coerce(value, hints[key], prefix + key, source)
-    return cls(**kwargs)
-
-
-def deep_merge(base: dict, update: dict) -> dict:
-    """``base`` updated by ``update``, recursively for mappings (lists and scalars are replaced)."""
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def to_dict(obj) -> dict:
-    """The plain-dict form of a config (what a recipe file holds)."""
-    return dataclasses.asdict(obj)
-
-
-def read_yaml(path: str) -> dict:
-    """Read a YAML mapping with ``yaml.safe_load``; a missing or malformed file is a one-line DistillerError."""
-    if not os.path.isfile(path):
-        raise DistillerError(f"config file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise DistillerError(f"malformed YAML in {path}{where}: {problem}") from None
-    except UnicodeDecodeError as exc:
-        raise DistillerError(f"config file {path} is not UTF-8 text: {exc.reason}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise DistillerError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def set_by_path(data: dict, dotted: str, value: Any) -> None:
-    """Set ``data['a']['b'] = value`` for ``dotted='a.b'`` (creating sub-mappings)."""
-    parts = dotted.split(".")
-    cur = data
-    for p in parts[:-1]:
-        nxt = cur.get(p)
-        if nxt is None:
-            nxt = cur[p] = {}
-        if not isinstance(nxt, dict):
-            raise DistillerError(f"cannot set '{dotted}': '{p}' is not a mapping")
-        cur = nxt
-    cur[parts[-1]] = value
-
-
-def parse_set_option(item: str) -> tuple[str, Any]:
-    """Parse ``--set key.sub=value``; the value is read as YAML (so numbers, booleans and lists work)."""
-    if "=" not in item:
-        raise DistillerError(f"--set expects KEY=VALUE, got '{item}'")
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
-def load_config(cls, path: Optional[str] = None, overrides: Optional[dict] = None, sets: Optional[list] = None):
-    """Load a recipe into dataclass ``cls``: YAML file (optional) < ``overrides`` (dotted keys) < ``--set`` items."""
-    source = path or "command-line flags"
-    data = read_yaml(path) if path else {}
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            set_by_path(data, dotted, value)
-    for item in sets or []:
-        key, value = parse_set_option(item)
-        set_by_path(data, key, value)
-    cfg = from_dict(cls, data, source)
-    if hasattr(cfg, "train"):
-        cfg.train.validate(source)
-    return cfg
-
-
-def dump_yaml(cfg, path: str) -> None:
-    """Write a config as YAML atomically (temp file + rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
-    os.replace(tmp, path)
+    teacher: str = option("", flag=True, append=True, overrides=_teacher_overrides,
+                          help="fine-tuned teacher: a directory, 'minilm', or a Hub name; repeat it for several "
+                               "teachers whose soft targets are averaged")
+    teachers: list[str] = option(default_factory=list, help="more teachers: soft targets averaged with teacher's")
+    student: str = option("", help="student checkpoint (directory or Hub name)", flag=True)
+    student_shape: str = option("layers=3,hidden=256,heads=8,intermediate=1024", flag=True,
+                                help="student shape, e.g. layers=3,hidden=256,heads=8,intermediate=1024")
+    student_init: str = option("auto", help="{choices}", choices=("auto", "teacher", "random"), flag=True)
+    output_dir: str = option("", help="run directory (must be empty unless --resume/--overwrite)",
+                             flag="output-dir")
+    data: DataConfig = option(default_factory=DataConfig, help="the task")
+    kd: KDConfig = option(default_factory=KDConfig, help="the KD objective")
+    train: TrainArgs = option(default_factory=TrainArgs, help="training settings")
+    augment: AugmentConfig = option(default_factory=AugmentConfig, help="augmentation of the training set")
+    trust_remote_code: bool = option(False, help="allow custom model code from checkpoints (off by default)",
+                                     flag=True)
+    teacher_cache: str = option("off", flag=True,
+                                help="off | auto (compute teacher outputs once) | DIR from cache-teacher")
+    teacher_cache_dtype: str = option("float16", choices=("float16", "float32"),
+                                      help="{choices} (float16: half the disk; float32: bit-faithful)")
+    teacher_finetune: TeacherFinetuneConfig = option(default_factory=TeacherFinetuneConfig, flag=False,
+                                                     help="`run` only: the teacher fine-tune stage")
+    predict_test: bool = option(True, help="`run` only: GLUE-format predictions for unlabelled test splits")
+    stages: list[dict] = option(default_factory=list,
+                                help="`run` only: distillation stages in sequence, each a partial recipe merged "
+                                     "onto this one (`name` labels it); stage i+1 starts from stage i's student")
+    general: bool = option(False, help="task-agnostic distillation: intermediate matches only, labels unused, the "
+                                       "model selected by the held-out distillation loss")
+    meta_dataset: str = option("", flag=True,
+                               help="append this run's record to an AutoDistiller meta-dataset (FILE.parquet or a "
+                                    "directory of shards)")
+    meta_family: str = option("", help="dataset family of the meta-dataset record (default: the task's)", flag=True)

@@ -26,7 +26,9 @@ from typing import Optional
 
 import numpy as np
 
-from distiller_nlp.config import (DataConfig, DistillConfig, FinetuneConfig, KDConfig, MappingConfig, TrainArgs)
+from distiller_nlp.config import DataConfig, DistillConfig, FinetuneConfig, KDConfig, MappingConfig
+from distiller_nlp.core.rundir import finished_run, read_json, write_json_atomic
+from distiller_nlp.core.train_args import TrainArgs
 
 PROTOCOL = {
     "task": "tweets",
@@ -47,7 +49,7 @@ PROTOCOL = {
 }
 
 
-def _flops_at_128(metrics: dict, prefix: str) -> Optional[int]:
+def flops_at_128(metrics: dict, prefix: str) -> Optional[int]:
     """Encoder FLOPs at 128 tokens of the model described by ``<prefix>_layers/hidden/heads/intermediate/head_dim``
     in a run's metrics (runs record their size facts at their own max length)."""
     from distiller_nlp.core.flops import encoder_flops
@@ -59,25 +61,14 @@ def _flops_at_128(metrics: dict, prefix: str) -> Optional[int]:
     return encoder_flops(*dims[:4], seq_len=128, head_dim=dims[4])
 
 
-def _protocol_hash(obj) -> str:
+def protocol_hash(obj) -> str:
+    """A short stable hash of a protocol spec (what a finished run directory is stamped with)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _cached_metrics(run_dir: str, key: str) -> Optional[dict]:
-    stamp = os.path.join(run_dir, "protocol.json")
-    metrics = os.path.join(run_dir, "metrics.json")
-    if os.path.isfile(stamp) and os.path.isfile(metrics):
-        with open(stamp) as fh:
-            if json.load(fh).get("hash") == key:
-                with open(metrics) as fh:
-                    return json.load(fh)
-    return None
-
-
-def _stamp(run_dir: str, key: str, spec: dict) -> None:
-    from distiller_nlp.runs import write_json_atomic
-
-    write_json_atomic(os.path.join(run_dir, "protocol.json"), {"hash": key, "spec": spec})
+def _stamp_matches(run_dir: str, key: str) -> bool:
+    stamp = read_json(os.path.join(run_dir, "protocol.json"))
+    return stamp is not None and stamp.get("hash") == key
 
 
 def _train_args(spec: dict, seed: int, precision: str, max_length: int, group_by_length: bool) -> TrainArgs:
@@ -86,15 +77,17 @@ def _train_args(spec: dict, seed: int, precision: str, max_length: int, group_by
                      group_by_length=group_by_length)
 
 
-def _run_or_resume(fn, cfg, run_dir: str, key: str, spec: dict) -> dict:
-    cached = _cached_metrics(run_dir, key)
+def run_or_resume(fn, cfg, run_dir: str, key: str, spec: dict) -> dict:
+    """Run ``fn(cfg)`` into ``run_dir`` unless it already holds a finished run of the same protocol ``key``; an
+    interrupted run resumes from its checkpoints, anything else there is replaced. Stamps the finished run."""
+    cached = finished_run(run_dir, accept=lambda _: _stamp_matches(run_dir, key))
     if cached is not None:
         print(f"[demo] reusing {run_dir} (same protocol)")
         return cached
     resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
     overwrite = os.path.isdir(run_dir) and bool(os.listdir(run_dir)) and not resume
     metrics = fn(cfg, resume=resume, overwrite=overwrite)
-    _stamp(run_dir, key, spec)
+    write_json_atomic(os.path.join(run_dir, "protocol.json"), {"hash": key, "spec": spec})
     return metrics
 
 
@@ -103,7 +96,7 @@ def tfidf_baseline(task: str = "tweets", train_examples: int = 0, seed: int = 42
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from distiller_nlp.data import load_task_data
+    from distiller_nlp.tasks import load_task_data
 
     ds, _ = load_task_data(task, max_train_examples=train_examples or None, seed=seed)
     t0 = time.perf_counter()
@@ -128,8 +121,8 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
     protocol. Every run directory under ``output_dir`` is an ordinary run (``metrics.json``, a student that loads
     with ``AutoModelForSequenceClassification.from_pretrained``).
     """
-    from distiller_nlp.distill import distill
-    from distiller_nlp.teacher import finetune_teacher
+    from distiller_nlp.kd.distillation import distill
+    from distiller_nlp.kd.finetune import finetune_teacher
 
     p = protocol or PROTOCOL
     seeds = list(seeds or p["demo_seeds"])
@@ -137,20 +130,20 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
     data = DataConfig(task=p["task"], max_train_examples=p["train_examples"])
     t_spec = dict(p["teacher"], task=p["task"], train_examples=p["train_examples"], max_length=p["max_length"],
                   precision=precision, group_by_length=p.get("group_by_length", False))
-    t_key = _protocol_hash(t_spec)
+    t_key = protocol_hash(t_spec)
     teacher_dir = os.path.join(output_dir, "teacher")
     print(f"[demo] 1/3 teacher: fine-tune {p['teacher']['model']} on {p['train_examples']} {p['task']} examples")
     t_cfg = FinetuneConfig(model=p["teacher"]["model"], output_dir=teacher_dir, data=data,
                            train=_train_args(p["teacher"], p["teacher"]["seed"], precision, p["max_length"],
                                              p.get("group_by_length", False)))
-    teacher_metrics = _run_or_resume(finetune_teacher, t_cfg, teacher_dir, t_key, t_spec)
+    teacher_metrics = run_or_resume(finetune_teacher, t_cfg, teacher_dir, t_key, t_spec)
 
     print("[demo] 2/3 TF-IDF + logistic regression on the same training examples")
     baseline = tfidf_baseline(p["task"], p["train_examples"], seed=p["teacher"]["seed"])
 
     rows = [{"model": "teacher MiniLM-L6-H384 (fine-tuned)", "seed": p["teacher"]["seed"],
              "eval_accuracy": teacher_metrics["eval_accuracy"], "test_accuracy": teacher_metrics.get("test_accuracy"),
-             "params": teacher_metrics.get("model_params"), "encoder_flops": _flops_at_128(teacher_metrics, "model"),
+             "params": teacher_metrics.get("model_params"), "encoder_flops": flops_at_128(teacher_metrics, "model"),
              "train_runtime_s": teacher_metrics["train_runtime_s"], "examples_per_s": teacher_metrics["examples_per_s"]},
             {"model": "TF-IDF + logistic regression", "seed": p["teacher"]["seed"],
              "eval_accuracy": baseline["eval_accuracy"], "test_accuracy": baseline["test_accuracy"],
@@ -176,10 +169,10 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
                                                   p.get("group_by_length", False)),
                                 teacher_cache=variant.get("teacher_cache", "off"))
             print(f"[demo] student: {name}, seed {seed}")
-            m = _run_or_resume(distill, cfg, run_dir, _protocol_hash(spec), spec)
+            m = run_or_resume(distill, cfg, run_dir, protocol_hash(spec), spec)
             rows.append({"model": f"student: {name}", "seed": seed, "eval_accuracy": m["eval_accuracy"],
                          "test_accuracy": m.get("test_accuracy"), "params": m.get("student_params"),
-                         "encoder_flops": _flops_at_128(m, "student"), "train_runtime_s": m["train_runtime_s"],
+                         "encoder_flops": flops_at_128(m, "student"), "train_runtime_s": m["train_runtime_s"],
                          "examples_per_s": m["examples_per_s"], "flops_ratio": m.get("flops_ratio")})
 
     summary = summarize(rows)
@@ -187,7 +180,7 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
     table = format_table(result)
     print()
     print(table)
-    from distiller_nlp.runs import write_json_atomic
+    from distiller_nlp.core.rundir import write_json_atomic
 
     write_json_atomic(os.path.join(output_dir, "demo_results.json"), result)
     path = table_path or os.path.join(output_dir, "DEMO_TABLE.md")

@@ -14,9 +14,10 @@ from typing import Optional
 import numpy as np
 from torch import nn
 
-from distiller_nlp.config import DataConfig, TrainArgs
-from distiller_nlp.distill import model_inputs
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.config import DataConfig
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.train_args import TrainArgs
+from distiller_nlp.tasks import model_inputs
 
 
 class _Predictor(nn.Module):
@@ -29,8 +30,8 @@ class _Predictor(nn.Module):
 
 
 def _load(model_path: str, data: DataConfig, train: TrainArgs, trust_remote_code: bool):
-    from distiller_nlp.data import load_task_data, make_collator, tokenize_dataset
     from distiller_nlp.models import load_teacher_for_task, load_tokenizer, resolve_model_path
+    from distiller_nlp.tasks import load_task_data, make_collator, tokenize_dataset
 
     ds, task = load_task_data(data.task, data_dir=data.data_dir or None, text_column=data.text_column or None,
                               text_pair_column=data.text_pair_column or None, label_column=data.label_column or None,
@@ -52,8 +53,9 @@ def evaluate_model(model_path: str, data: DataConfig, train: Optional[TrainArgs]
     Keys: ``eval_<metric>`` for the first split, ``<split>_<metric>`` for the others, ``eval_runtime_s``.
     """
     from distiller_nlp.core.engine import evaluate_module, make_accelerator
+    from distiller_nlp.core.rundir import check_output_dir, create_output_dir, write_json_atomic
     from distiller_nlp.models import describe_model
-    from distiller_nlp.runs import check_output_dir, create_output_dir, eval_splits, task_metric_fn, write_json_atomic
+    from distiller_nlp.tasks import eval_splits, task_metric_fn
 
     train = train or TrainArgs()
     if output_dir:
@@ -111,9 +113,9 @@ def glue_submission(model_path: str, data: DataConfig, output_dir: str, train: O
     model for every test split of the task present in the data; returns ``{split: path}`` (empty when the data has
     no test split). Label names for MNLI/QNLI/RTE, ids for the other classification tasks, scores clipped to [0, 5]
     for STS-B; other tasks get ``<task>.tsv`` with label names."""
-    from distiller_nlp.data import get_task, load_task_data
-
     import dataclasses
+
+    from distiller_nlp.tasks import get_task, load_task_data
 
     train = train or TrainArgs()
     data = dataclasses.replace(data, max_train_examples=0, max_eval_examples=0)  # a submission needs every test row

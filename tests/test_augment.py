@@ -9,7 +9,7 @@ import pytest
 
 from distiller_nlp.augment import augment_dataset, build_augmenter, list_augmenters
 from distiller_nlp.cli import main
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world", "single", ""]
 
@@ -90,7 +90,7 @@ def _tiny_pair():
 def test_mixup_inputs_mix_embeddings_and_masks():
     import torch
 
-    from distiller_nlp.distill import mixup_inputs
+    from distiller_nlp.kd.teachers import mixup_inputs
 
     _, student = _tiny_pair()
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
@@ -108,7 +108,9 @@ def test_mixup_step_labels_both_halves():
     import torch.nn.functional as F
 
     from distiller_nlp.config import KDConfig
-    from distiller_nlp.distill import DistillModule, TeacherRunner, mixup_inputs, resolve_matches
+    from distiller_nlp.kd.module import DistillModule
+    from distiller_nlp.kd.teachers import TeacherRunner, mixup_inputs
+    from distiller_nlp.kd.matches import resolve_matches
 
     teacher, student = _tiny_pair()
     kd = KDConfig(pred_loss="kd", hard_label_weight=1.0, mixup=True)

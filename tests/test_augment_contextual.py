@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from distiller_nlp.augment import augment_dataset, build_augmenter, list_augmenters
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 WORDS = ("the a movie was good bad great awful happy sad day food and i it so very really love hate nice fun "
          "this is today").split()

@@ -5,7 +5,7 @@ import pytest
 from autodistil.space import BUILTIN_SPACES, Arch, SubSpace, get_space, load_space, parse_arch, resolve_spaces
 from autodistil.superlm import layer_map
 from distiller_nlp.core.flops import encoder_flops
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 
 @pytest.mark.parametrize("name,layers,heads,hidden,ratio,head_dim", [
@@ -91,7 +91,7 @@ def test_recipes_load():
     import os
 
     from autodistil.config import SearchConfig, TrainSuperLMConfig
-    from distiller_nlp.config import load_config
+    from distiller_nlp.core.config import load_config
 
     root = os.path.join(os.path.dirname(__file__), "..", "recipes", "autodistil")
     assert load_config(TrainSuperLMConfig, os.path.join(root, "train-minilm-k3.yaml")).subspaces == "all"

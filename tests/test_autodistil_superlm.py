@@ -10,7 +10,7 @@ from autodistil.objective import TeacherFeatures, subnet_relation_loss
 from autodistil.space import Arch, SubSpace
 from autodistil.superlm import SuperLM, load_superlm, save_superlm
 from autodistil.train import SuperLMTrainer, sample_subnets
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 CFG = dict(vocab_size=120, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
            max_position_embeddings=40)

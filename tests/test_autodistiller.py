@@ -11,11 +11,11 @@ import pytest
 
 from distiller_nlp.cli import main
 from distiller_nlp.config import DistillConfig
-from distiller_nlp.errors import DistillerError
-from distiller_nlp.metadataset import (append_records, load_meta_dataset, ratio_kind, score_ratio,
-                                       shipped_meta_dataset_path)
-from distiller_nlp.metafeatures import META_FEATURE_NAMES
-from distiller_nlp.space import default_pipeline, load_space, pipeline_key
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.autodistiller.metadataset import (append_records, load_meta_dataset, ratio_kind, score_ratio,
+                                                     shipped_meta_dataset_path)
+from distiller_nlp.autodistiller.metafeatures import META_FEATURE_NAMES
+from distiller_nlp.autodistiller.pipeline_space import default_pipeline, load_space, pipeline_key
 
 SHAPE = "layers=1,hidden=16,heads=2,intermediate=32"
 FAST = ["--epochs", "1", "--batch-size", "16", "--max-length", "16", "--precision", "no", "--report-to", "none"]
@@ -65,7 +65,7 @@ def synthetic_meta(n_datasets=6, n_pipelines=40, seed=0, context=None) -> pd.Dat
 
 
 def test_recommender_ranks_a_planted_best_pipeline_first():
-    from distiller_nlp.autodistiller import rank_pipelines
+    from distiller_nlp.autodistiller.recommender import rank_pipelines
 
     meta = synthetic_meta()
     cands = [p for p in load_space().candidates(60, seed=7, include=[default_pipeline(DistillConfig())])
@@ -132,7 +132,7 @@ def test_distill_appends_a_record(tiny_teacher, sst2_dir, tmp_path, capsys):
 
 
 def test_a_teacher_without_a_classifier_leaves_its_embedding_features_out(tiny_backbone, tiny_teacher, sst2_dir):
-    from distiller_nlp.autodistiller import EMBEDDING_FEATURES, RatioModel
+    from distiller_nlp.autodistiller.recommender import EMBEDDING_FEATURES, RatioModel
 
     raw, tuned = _context_like(tiny_backbone, sst2_dir), _context_like(tiny_teacher, sst2_dir)
     assert EMBEDDING_FEATURES and all(math.isnan(raw[k]) for k in EMBEDDING_FEATURES)
@@ -147,7 +147,7 @@ def test_a_teacher_without_a_classifier_leaves_its_embedding_features_out(tiny_b
 
 
 def test_dataset_distance_is_rms_z_with_a_cap():
-    from distiller_nlp.autodistiller import MAX_FEATURE_Z, dataset_distances
+    from distiller_nlp.autodistiller.recommender import MAX_FEATURE_Z, dataset_distances
 
     meta = pd.DataFrame({"dataset": ["a", "b"], "mf_len_mean": [10.0, 20.0], "mf_frac_truncated": [0.0, 0.0]})
     # len: mean 15, spread 5 -> z = (10-12)/5 = -0.4 and (20-12)/5 = 1.6; truncation: constant 0 -> spread 1e-6,
@@ -160,8 +160,8 @@ def test_dataset_distance_is_rms_z_with_a_cap():
 
 def _context_like(teacher, data_dir):
     """The meta-features of the test dataset itself (so the synthetic table is 'near' it)."""
-    from distiller_nlp.autodistiller import new_dataset_context
-    from distiller_nlp.config import load_config
+    from distiller_nlp.autodistiller.recommender import new_dataset_context
+    from distiller_nlp.core.config import load_config
 
     cfg = load_config(DistillConfig, None, {"teacher": teacher, "data.task": "sst2", "data.data_dir": data_dir,
                                             "student_shape": SHAPE})
@@ -236,7 +236,7 @@ def test_shipped_meta_dataset_is_complete():
     (5_000, True, [], {"augment": "none", "pred_loss": "logits_mse", "mapping": "skip"}),
 ])
 def test_fallback_rules(n, regression, stages, expect):
-    from distiller_nlp.autodistiller import rule_pipeline
+    from distiller_nlp.autodistiller.recommender import rule_pipeline
 
     base = default_pipeline(DistillConfig())
     p, why = rule_pipeline({"mf_n_train": float(n), "mf_is_regression": float(regression)}, stages, base)

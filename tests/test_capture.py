@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from distiller_nlp.core.capture import FeatureCapture, find_encoder_layers, num_layers, unwrap_model
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 transformers = pytest.importorskip("transformers")
 

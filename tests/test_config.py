@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from distiller_nlp.config import DistillConfig, FinetuneConfig, load_config, parse_set_option
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.config import DistillConfig, FinetuneConfig
+from distiller_nlp.core.config import load_config, parse_set_option
+from distiller_nlp.core.errors import DistillerError
 
 
 def write(tmp_path, text, name="recipe.yaml"):
@@ -87,7 +88,8 @@ def test_readme_recipe_parses(tmp_path):
     """The recipe shown in README.md is valid under the schema (keeps the docs honest)."""
     import re
 
-    from distiller_nlp.config import DistillConfig, load_config
+    from distiller_nlp.config import DistillConfig
+    from distiller_nlp.core.config import load_config
 
     readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"), encoding="utf-8").read()
     block = re.search(r"```yaml\n(.*?)```", readme, re.S).group(1)

@@ -15,8 +15,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 datasets = pytest.importorskip("datasets")
 
-from distiller_nlp import data as D  # noqa: E402
-from distiller_nlp.errors import DistillerError  # noqa: E402
+from distiller_nlp import tasks as D  # noqa: E402
+from distiller_nlp.tasks.spec import task_features  # noqa: E402
+from distiller_nlp.tasks.splits import dedup_majority  # noqa: E402
+from distiller_nlp.core.errors import DistillerError  # noqa: E402
 
 GLUE = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 
@@ -88,27 +90,27 @@ def test_unknown_task_lists_known_tasks():
         D.load_task_data("nope")
 
 
-def test_register_task_with_loader(monkeypatch):
-    monkeypatch.setattr(D, "_REGISTRY", dict(D._REGISTRY))
-    spec = D.TaskSpec(name="toy", text_column="body", label_column="y", num_labels=2, label_names=["no", "yes"])
+def test_register_task_with_loader():
+    with D.TASKS.scope():  # the registration is undone at the end
+        spec = D.TaskSpec(name="toy", text_column="body", label_column="y", num_labels=2, label_names=["no", "yes"])
 
-    def loader(s):
-        rows = {"body": ["a", "b", " ", "c"], "y": ["yes", "no", "no", 1]}
-        return datasets.DatasetDict(
-            {
-                "train": datasets.Dataset.from_dict({k: [str(v) for v in vs] for k, vs in rows.items()}),
-                "validation": datasets.Dataset.from_dict({"body": ["d"], "y": ["yes"]}),
-            }
-        )
+        def loader(s):
+            rows = {"body": ["a", "b", " ", "c"], "y": ["yes", "no", "no", 1]}
+            return datasets.DatasetDict(
+                {
+                    "train": datasets.Dataset.from_dict({k: [str(v) for v in vs] for k, vs in rows.items()}),
+                    "validation": datasets.Dataset.from_dict({"body": ["d"], "y": ["yes"]}),
+                }
+            )
 
-    D.register_task(spec, loader)
-    assert "toy" in D.list_tasks()
-    dd, got = D.load_task_data("toy")
-    assert _col(dd["train"], "text") == ["a", "b", "c"]  # the blank row is dropped
-    assert _col(dd["train"], "label") == [1, 0, 1]
-    assert _col(dd["validation"], "label") == [1]
-    with pytest.raises(DistillerError, match="already registered"):
         D.register_task(spec, loader)
+        assert "toy" in D.list_tasks()
+        dd, got = D.load_task_data("toy")
+        assert _col(dd["train"], "text") == ["a", "b", "c"]  # the blank row is dropped
+        assert _col(dd["train"], "label") == [1, 0, 1]
+        assert _col(dd["validation"], "label") == [1]
+        with pytest.raises(DistillerError, match="already registered"):
+            D.register_task(spec, loader)
 
 
 # -------------------------------------------------------------------------------------------------- helpers (pinned)
@@ -135,7 +137,7 @@ def test_dedup_majority_then_confidence():
     texts = ["a", "b", "a", "a", "c", "c", "d", "d"]
     labels = [0, 1, 2, 2, 0, 1, 2, 0]
     conf = [0.9, 1.0, 0.1, 0.2, 0.3, 0.8, float("nan"), 0.1]
-    t, lab, conflicts = D._dedup_majority(texts, labels, conf)
+    t, lab, conflicts = dedup_majority(texts, labels, conf)
     assert t == ["a", "b", "c", "d"]
     # a: majority 2 (2 votes vs 1); c: tie -> highest confidence (0.8 -> 1); d: tie, NaN ranks lowest -> 0
     assert lab == [2, 1, 1, 0]
@@ -352,7 +354,7 @@ def test_empty_split_and_dropped_rows(tmp_path, caplog):
     with pytest.raises(DistillerError, match=r"split 'validation' of task 'sst2' is empty .*dev\.tsv"):
         D.load_task_data("sst2", data_dir=tmp_path)
     _write(tmp_path / "dev.tsv", "sentence\tlabel\nok\t0\n")
-    with caplog.at_level(logging.WARNING, logger="distiller_nlp.data"):
+    with caplog.at_level(logging.WARNING, logger="distiller_nlp.tasks"):
         dd, _ = D.load_task_data("sst2", data_dir=tmp_path)
     assert len(dd["train"]) == 1
     assert any("dropped 2 row(s)" in r.getMessage() for r in caplog.records)
@@ -442,7 +444,7 @@ def test_tokenize_pairs_and_regression_collator(tokenizer, tmp_path):
 def test_write_glue_tsv_pairs_replaces_tabs_and_newlines(tmp_path):
     ds = datasets.Dataset.from_dict(
         {"text": ["line one\nline two", "tab\there"], "text_pair": ["p\r\nq", "ok"], "label": [1, 0]},
-        features=D._features(D.get_task("mrpc")),
+        features=task_features(D.get_task("mrpc")),
     )
     out = tmp_path / "glue"
     D.write_glue_tsv(ds, out / "train.tsv", "mrpc")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from distiller_nlp.demo import _flops_at_128, format_table, summarize, PROTOCOL
+from distiller_nlp.demo import flops_at_128, format_table, summarize, PROTOCOL
 
 
 def _row(model, seed, dev, test):
@@ -25,5 +25,5 @@ def test_summary_mean_std_and_differences():
 def test_flops_at_128_from_run_metrics():
     m = {"student_layers": 3, "student_hidden": 256, "student_heads": 8, "student_intermediate": 1024,
          "student_head_dim": 32}
-    assert _flops_at_128(m, "student") == 654311424  # closed form, see test_flops.py
-    assert _flops_at_128({}, "student") is None
+    assert flops_at_128(m, "student") == 654311424  # closed form, see test_flops.py
+    assert flops_at_128({}, "student") is None

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from distiller_nlp.config import TrainArgs
+from distiller_nlp.core.train_args import TrainArgs
 from distiller_nlp.core.engine import Engine, list_checkpoints, linear_warmup_schedule, resolve_precision
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 
 class ToyDataset(torch.utils.data.Dataset):
@@ -182,7 +182,7 @@ def test_length_grouped_batches_cover_every_example_once_and_cut_padding():
 def test_only_the_main_rank_judges_and_creates_the_output_dir(tmp_path, monkeypatch):
     """Under ``accelerate launch`` rank 1 may start after rank 0 wrote config.yaml: it must not call that an error,
     and it must not write itself (the race that failed a two-process CI run)."""
-    from distiller_nlp.runs import check_output_dir, create_output_dir
+    from distiller_nlp.core.rundir import check_output_dir, create_output_dir
 
     full = tmp_path / "full"
     full.mkdir()

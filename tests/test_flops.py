@@ -12,14 +12,9 @@ import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from distiller_nlp.core.flops import (
-    count_encoder_params,
-    count_flops_with_torch,
-    encoder_flops,
-    encoder_flops_from_config,
-    register_sdpa_flop_formula,
-)
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.flops import (count_encoder_params, count_flops_with_torch, encoder_flops,
+                                      encoder_flops_from_config, register_sdpa_flop_formula)
+from distiller_nlp.core.errors import DistillerError
 
 transformers = pytest.importorskip("transformers")
 

@@ -11,9 +11,9 @@ import pytest
 
 from distiller_nlp.cli import main
 from distiller_nlp.config import DistillConfig
-from distiller_nlp.errors import DistillerError
-from distiller_nlp.space import (apply_params, default_pipeline, is_active, load_space, pipeline_key,
-                                 pipeline_params, space_from_dict)
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.autodistiller.pipeline_space import (apply_params, default_pipeline, is_active, load_space,
+                                                        pipeline_key, pipeline_params, space_from_dict)
 
 GOOD, BAD = 3e-3, 1e-9  # a learning rate that learns the synthetic task in one epoch, and one that cannot
 
@@ -110,8 +110,8 @@ def test_bad_space_file_exit_2(tmp_path, capsys):
 def test_hpo_prunes_and_exports_the_best_recipe(tiny_teacher, sst2_dir, tmp_path, capsys):
     import optuna
 
-    from distiller_nlp.hpo import run_hpo
-    from distiller_nlp.config import load_config
+    from distiller_nlp.autodistiller.hpo import run_hpo
+    from distiller_nlp.core.config import load_config
 
     space = _space(tmp_path, {"lr": {"choices": [BAD, GOOD]}, "pred_loss": {"choices": ["kd", "soft_ce"]}})
     out = tmp_path / "hpo"
@@ -130,7 +130,7 @@ def test_hpo_prunes_and_exports_the_best_recipe(tiny_teacher, sst2_dir, tmp_path
     assert summary["best_pipeline"] == {"lr": GOOD, "pred_loss": "kd"}
     assert os.path.isfile(out / "optimization_history.png") and os.path.isfile(out / "trials.csv")
     # the exported recipe runs as is
-    from distiller_nlp.config import load_config as lc
+    from distiller_nlp.core.config import load_config as lc
 
     best = lc(DistillConfig, str(out / "best_recipe.yaml"))
     assert best.train.lr == GOOD and best.kd.pred_loss == "kd" and best.teacher == tiny_teacher
@@ -240,7 +240,7 @@ def test_hpo_summary_json(tiny_teacher, sst2_dir, tmp_path, capsys):
     table = tmp_path / "meta"
     assert main(_hpo_args(tiny_teacher, sst2_dir, out, space, 1, "--enqueue-recipe", "--meta-dataset",
                           str(table))) == 0
-    from distiller_nlp.metadataset import load_meta_dataset
+    from distiller_nlp.autodistiller.metadataset import load_meta_dataset
 
     records = load_meta_dataset(str(table))  # a directory of shards: one per finished trial
     assert len(records) == 1 and records["source"].iloc[0] == "hpo" and records["p_lr"].iloc[0] == GOOD

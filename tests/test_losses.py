@@ -9,34 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from distiller_nlp.core.losses import (
-    MIAlphaLoss,
-    attention_score_loss,
-    cosine_loss,
-    dkd_loss,
-    dkd_terms,
-    get_loss,
-    hard_ce_loss,
-    hidden_ce_loss,
-    hidden_mse_loss,
-    infonce_lower_bound,
-    is_stateful,
-    kd_loss,
-    list_losses,
-    log_loo_mean,
-    logits_mse_loss,
-    mi_alpha_lower_bound,
-    nkd_loss,
-    nwj_lower_bound,
-    pkd_loss,
-    qkv_relation_loss,
-    register_loss,
-    relation_loss,
-    soft_ce_loss,
-    tuba_lower_bound,
-    unregister_loss,
-)
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.losses import (MIAlphaLoss, attention_score_loss, cosine_loss, dkd_loss, dkd_terms, get_loss,
+                                       hard_ce_loss, hidden_ce_loss, hidden_mse_loss, infonce_lower_bound, is_stateful,
+                                       kd_loss, list_losses, log_loo_mean, logits_mse_loss, mi_alpha_lower_bound,
+                                       nkd_loss, nwj_lower_bound, pkd_loss, qkv_relation_loss, register_loss,
+                                       relation_loss, soft_ce_loss, tuba_lower_bound, unregister_loss)
+from distiller_nlp.core.errors import DistillerError
 
 TOL = 1e-5
 
@@ -708,7 +686,7 @@ def test_mi_alpha_module_learns_dependence():
 
 def test_registry_records_what_each_loss_compares():
     from distiller_nlp.core.losses import loss_kind, register_loss, unregister_loss
-    from distiller_nlp.errors import DistillerError
+    from distiller_nlp.core.errors import DistillerError
 
     assert loss_kind("kd") == "logits" and loss_kind("hidden_mse") == "hidden" and loss_kind("mi_alpha") == "hidden"
     assert loss_kind("attention_score") == "qkv" and loss_kind("relation") == "qkv"

@@ -2,8 +2,9 @@
 
 import pytest
 
-from distiller_nlp.errors import DistillerError
-from distiller_nlp.mapping import feature_layer_range, layer_mapping, teacher_init_layers
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.kd.mapping import feature_layer_range, layer_mapping
+from distiller_nlp.models import teacher_init_layers
 
 
 def test_skip_hidden_bert_base_to_tinybert4():
@@ -101,7 +102,7 @@ def test_teacher_init_layers():
 def test_emd_flow_is_a_transport_plan_with_the_known_optimum():
     import numpy as np
 
-    from distiller_nlp.mapping import emd_flow
+    from distiller_nlp.kd.mapping import emd_flow
 
     # two student layers (1/2 each) to three teacher layers (1/3 each), cost |2i - j| on positions 0..2
     ws, wt = np.array([0.5, 0.5]), np.full(3, 1 / 3)
@@ -119,7 +120,7 @@ def test_emd_flow_is_a_transport_plan_with_the_known_optimum():
 def test_emd_weight_update_is_a_distribution_favouring_cheap_layers():
     import numpy as np
 
-    from distiller_nlp.mapping import emd_flow, emd_update_weights
+    from distiller_nlp.kd.mapping import emd_flow, emd_update_weights
 
     ws, wt = np.full(2, 0.5), np.full(4, 0.25)
     cost = np.array([[0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0]])
@@ -135,7 +136,9 @@ def test_distill_module_with_emd_mapping():
     from transformers import BertConfig, BertForSequenceClassification
 
     from distiller_nlp.config import KDConfig, MappingConfig
-    from distiller_nlp.distill import DistillModule, TeacherRunner, resolve_matches
+    from distiller_nlp.kd.module import DistillModule
+    from distiller_nlp.kd.teachers import TeacherRunner
+    from distiller_nlp.kd.matches import resolve_matches
 
     torch.manual_seed(0)
     teacher = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3,

@@ -7,18 +7,11 @@ import datasets
 import numpy as np
 import pytest
 
-from distiller_nlp.data import TaskSpec, get_task
-from distiller_nlp.errors import DistillerError
-from distiller_nlp.metafeatures import (
-    META_FEATURE_NAMES,
-    compute_meta_features,
-    covariance_eigenvalues,
-    fisher_ratio,
-    loo_centroid_accuracy,
-    meta_features_cache_key,
-    normalized_entropy,
-    participation_ratio,
-)
+from distiller_nlp.tasks import TaskSpec, get_task
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.autodistiller.metafeatures import (META_FEATURE_NAMES, compute_meta_features,
+                                                      covariance_eigenvalues, fisher_ratio, loo_centroid_accuracy,
+                                                      meta_features_cache_key, normalized_entropy, participation_ratio)
 
 WORDS = ("the a movie film was is good bad great awful happy sad cat dog sat on mat i it love hate very so really "
          "this that day food and my").split()

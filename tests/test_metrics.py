@@ -10,8 +10,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-from distiller_nlp import metrics as M  # noqa: E402
-from distiller_nlp.errors import DistillerError  # noqa: E402
+from distiller_nlp.tasks import metrics as M  # noqa: E402
+from distiller_nlp.core.errors import DistillerError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import make_sentences
-from distiller_nlp.errors import DistillerError
-from distiller_nlp.mlm import (MLMConfig, add_train_mlm_parser, evaluate_mlm, load_mlm_config, run_train_mlm,
-                               train_mlm)
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.augment.mlm import MLMConfig, evaluate_mlm, load_mlm_config, train_mlm
+from distiller_nlp.cli import add_train_mlm_parser, run_train_mlm
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "##s"] + sorted(
     {w for text, _ in make_sentences(200, 0) for w in text.split()})
@@ -55,7 +55,7 @@ def test_train_mlm_lowers_loss_and_writes_a_loadable_masked_lm(encoder, corpus, 
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from distiller_nlp.augment import build_augmenter
-    from distiller_nlp.mlm import load_mlm_corpus
+    from distiller_nlp.augment.mlm import load_mlm_corpus
 
     out = tmp_path / "mlm"
     cfg = _cfg(encoder, corpus, out)
@@ -109,7 +109,7 @@ def test_train_mlm_resume_continues_to_the_same_result(encoder, corpus, tmp_path
 
 
 def test_train_mlm_errors_and_cli(encoder, corpus, tmp_path, capsys):
-    from distiller_nlp.cli import cli_main
+    from distiller_nlp.core.cli import cli_main
 
     with pytest.raises(DistillerError, match="corpus file not found"):
         train_mlm(_cfg(encoder, str(tmp_path / "nope.txt"), tmp_path / "a"))

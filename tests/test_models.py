@@ -22,19 +22,10 @@ from transformers import (  # noqa: E402
     RobertaForSequenceClassification,
 )
 
-from distiller_nlp.errors import DistillerError  # noqa: E402
-from distiller_nlp.models import (  # noqa: E402
-    StudentShape,
-    build_student,
-    describe_model,
-    load_backbone_for_finetune,
-    load_teacher_for_task,
-    load_tokenizer,
-    packaged_minilm_path,
-    parse_student_shape,
-    resolve_model_path,
-    save_student,
-)
+from distiller_nlp.core.errors import DistillerError  # noqa: E402
+from distiller_nlp.models import (StudentShape, build_student, describe_model, load_backbone_for_finetune,
+                                  load_teacher_for_task, load_tokenizer, packaged_minilm_path, parse_student_shape,
+                                  resolve_model_path, save_student)
 
 TASK3 = SimpleNamespace(name="toy", num_labels=3, label_names=["a", "b", "c"], is_regression=False)
 TASK2 = SimpleNamespace(name="toy2", num_labels=2, label_names=["neg", "pos"], is_regression=False)

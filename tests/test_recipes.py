@@ -11,9 +11,10 @@ import random
 import pytest
 
 from distiller_nlp.cli import main
-from distiller_nlp.config import DistillConfig, load_config
-from distiller_nlp.data import get_task
-from distiller_nlp.pipeline import expand_stages
+from distiller_nlp.config import DistillConfig
+from distiller_nlp.core.config import load_config
+from distiller_nlp.tasks import get_task
+from distiller_nlp.kd.recipe import expand_stages
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GLUE = os.path.join(HERE, "..", "recipes", "glue")

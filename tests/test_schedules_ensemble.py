@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from distiller_nlp.cli import main
-from distiller_nlp.config import KDConfig, ScheduleConfig, TrainArgs, load_config, DistillConfig
+from distiller_nlp.config import KDConfig, ScheduleConfig, DistillConfig
+from distiller_nlp.core.train_args import TrainArgs
+from distiller_nlp.core.config import load_config
 from distiller_nlp.core.schedules import schedule_value
-from distiller_nlp.distill import ensemble_logits
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.kd.ensemble import ensemble_logits
+from distiller_nlp.core.errors import DistillerError
 
 STUDENT = "layers=1,hidden=16,heads=2,intermediate=32"
 FAST = ["--precision", "no", "--report-to", "none", "--max-length", "16", "--batch-size", "16", "--optim", "adamw"]
@@ -33,7 +35,7 @@ def test_schedule_values_by_hand():
 def test_schedules_load_from_yaml_and_drive_the_module(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 
-    from distiller_nlp.distill import DistillModule
+    from distiller_nlp.kd.module import DistillModule
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("kd:\n  temperature: 4\n  schedules:\n    temperature: {kind: linear, final: 1}\n"

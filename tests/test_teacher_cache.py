@@ -7,10 +7,13 @@ import os
 import pytest
 import torch
 
-from distiller_nlp import teacher_cache as tc
+from distiller_nlp.kd import teacher_cache as tc
 from distiller_nlp.cli import main
-from distiller_nlp.config import DistillConfig, load_config
-from distiller_nlp.distill import TeacherRunner, _cache_key_for, _setup
+from distiller_nlp.config import DistillConfig
+from distiller_nlp.core.config import load_config
+from distiller_nlp.kd.teachers import TeacherRunner
+from distiller_nlp.kd.teacher_cache import cache_key_for
+from distiller_nlp.kd.setup import prepare_distillation
 
 STUDENT = "layers=1,hidden=16,heads=2,intermediate=32"
 
@@ -24,10 +27,10 @@ def _cfg(teacher, data, **over):
 
 
 def test_cached_columns_equal_live_teacher_and_give_the_same_loss(tiny_teacher, sst2_dir, tmp_path):
-    run = _setup(_cfg(tiny_teacher, sst2_dir))
+    run = prepare_distillation(_cfg(tiny_teacher, sst2_dir))
     layers = run.module.teacher_hidden_layers
     assert layers == [0, 2]  # skip mapping 2 -> 1 layers, embeddings included
-    key = _cache_key_for(run)
+    key = cache_key_for(run)
     ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, layers, batch_size=7,
                                     pad_token_id=run.tokenizer.pad_token_id, cache_file=str(tmp_path / "c.arrow"))
     assert set(tc.teacher_columns(ds)) == {"teacher_logits", "teacher_hidden_0", "teacher_hidden_2"}

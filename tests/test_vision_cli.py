@@ -150,7 +150,7 @@ def test_importing_vision_kd_is_light():
 
 
 def test_every_recipe_loads_and_its_params_resolve():
-    from distiller_nlp.config import load_config
+    from distiller_nlp.core.config import load_config
     from vision_kd.config import VisionConfig
     from vision_kd.data import FAMILIES
     from vision_kd.methods import get_method

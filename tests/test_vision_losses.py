@@ -6,22 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distiller_nlp.core.losses import (
-    assist_weights,
-    assistive_loss,
-    balanced_kl_loss,
-    dkd_terms,
-    entropy_gap_weights,
-    get_loss,
-    kd_loss,
-    landmark_kd_loss,
-    landmark_main_loss,
-    nkd_loss,
-    uskd_loss,
-    uskd_terms,
-    zipf_soft_labels,
-)
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.losses import (assist_weights, assistive_loss, balanced_kl_loss, dkd_terms,
+                                       entropy_gap_weights, get_loss, kd_loss, landmark_kd_loss, landmark_main_loss,
+                                       nkd_loss, uskd_loss, uskd_terms, zipf_soft_labels)
+from distiller_nlp.core.errors import DistillerError
 
 
 def logits(n=6, c=5, seed=0, scale=2.0):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 from vision_kd.data import ASM, load_digits_data, load_landmark_data, load_synthetic_data, stratified_split
 from vision_kd.methods import METHODS, get_method
 from vision_kd.models import ARCHS, build_model, load_model, parse_arch, save_model

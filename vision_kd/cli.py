@@ -23,82 +23,51 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional
 
-from distiller_nlp.cli import TRAIN_FLAGS as NLP_TRAIN_FLAGS
-from distiller_nlp.cli import add_flags, cli_main, is_main_process, print_metrics  # distiller-nlp's conventions
+from distiller_nlp.core.cli import (add_common_flags, add_config_flags, add_run_flags, cli_main, load_from_args,
+                                    print_metrics)
+from distiller_nlp.core.resources import find_resource
+from distiller_nlp.core.rundir import is_main_process
 
-# flag dest -> (dotted config key, type, help)
-RUN_FLAGS = {
-    "method": ("method", str, "ce | kd | dkd | nkd | uskd | bdkd | lwkd | landmark_kd"),
-    "dataset": ("dataset", str, "digits | synthetic | landmarks | imagefolder | a datasets Hub name"),
-    "task": ("task", str, "classification | landmarks (default: from dataset and method)"),
-    "data_dir": ("data_dir", str, "directory of an imagefolder dataset"),
-    "image_size": ("image_size", int, "resize images to this size (default: the dataset's)"),
-    "augment": ("augment", bool, "random shift (+ flip) of training images"),
-    "split_seed": ("split_seed", int, "seed of the train/validation/test split (default 0)"),
-    "max_train_examples": ("max_train_examples", int, "cap on training examples"),
-    "student": ("student", str, "architecture (mlp_small, cnn, resnet8x4, vit_tiny, ...) or a saved model dir"),
-    "teacher": ("teacher", str, "saved teacher directory (default: train and cache the dataset's teacher)"),
-    "tolerant_teacher": ("tolerant_teacher", str, "landmark_kd: the Tolerant teacher directory"),
-    "teacher_arch": ("teacher_arch", str, "architecture of an auto-trained teacher"),
-    "teacher_cache": ("teacher_cache", str, "directory of auto-trained teachers"),
-    "threads": ("threads", int, "torch threads (default: torch's; 1 is fastest on a busy machine)"),
-}
-# The engine's flags, shared with distiller-nlp (same names, same config keys under train.).
-TRAIN_FLAGS = {k: NLP_TRAIN_FLAGS[k] for k in (
-    "epochs", "max_steps", "batch_size", "eval_batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum",
-    "seed", "precision", "eval_steps", "save_steps", "logging_steps", "report_to")}
+from vision_kd.config import VisionConfig
+
+#: the shipped recipes (package data)
+RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``vision-kd`` argument parser (flags generated from the fields of :class:`~vision_kd.config.VisionConfig`)."""
     parser = argparse.ArgumentParser(prog="vision-kd", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a teacher (--method ce) or a student with a KD method")
-    p.add_argument("--config", default=None, help="YAML recipe; flags override its keys")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any key, e.g. --set params.gamma=3.5 (repeatable)")
-    p.add_argument("--output-dir", default=None, help="run directory (must be empty unless --resume/--overwrite)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
-    p.add_argument("--cpu", action="store_true", default=None, help="run on CPU even if a GPU is present")
-    p.add_argument("--verbose", action="store_true", help="info-level logging")
-    add_flags(p, RUN_FLAGS)
-    add_flags(p, TRAIN_FLAGS)
-    sub.add_parser("list", help="list methods and architectures")
+    add_common_flags(p)
+    add_run_flags(p)
+    add_config_flags(p, VisionConfig)
+    sub.add_parser("list", help="list methods, datasets and architectures")
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    out = {}
-    for table in (RUN_FLAGS, TRAIN_FLAGS):
-        for dest, (key, _, _) in table.items():
-            value = getattr(args, dest, None)
-            if value is not None:
-                out[key] = value
-    if args.output_dir:
-        out["output_dir"] = args.output_dir
-    if args.cpu:
-        out["train.cpu"] = True
-    return out
-
-
 def run_command(args: argparse.Namespace) -> int:
+    """Dispatch one parsed ``vision-kd`` command; returns the exit status."""
     if args.command == "list":
+        from vision_kd.data import VISION_DATASETS
         from vision_kd.methods import METHODS
         from vision_kd.models import ARCHS
 
         for name, cls in METHODS.items():
             print(f"method {name:12s} strategy={cls.strategy:12s} teachers={','.join(cls.teacher_roles) or '-'}")
+        for name in VISION_DATASETS:
+            print(f"dataset {name}")
         for name in ARCHS:
             print(f"arch   {name}")
         return 0
-    from distiller_nlp.config import load_config
-
-    from vision_kd.config import VisionConfig
     from vision_kd.train import train_vision
 
-    cfg = load_config(VisionConfig, args.config, _overrides(args), args.set)
+    if args.config:  # a path, or a shipped recipe's name (nkd_digits)
+        args.config = find_resource(args.config, [RECIPES], what="recipe")
+    cfg = load_from_args(VisionConfig, args)
     metrics = train_vision(cfg, resume=args.resume, overwrite=args.overwrite,
                            source=args.config or "command-line flags")
     if is_main_process():

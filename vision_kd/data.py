@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 CLASSIFICATION = "classification"
 LANDMARKS = "landmarks"

@@ -24,8 +24,8 @@ from types import SimpleNamespace
 
 import torch
 
-from distiller_nlp.config import dump_yaml, to_dict
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.config import dump_yaml, to_dict
+from distiller_nlp.core.errors import DistillerError
 
 from vision_kd.config import VisionConfig, VisionTrainArgs
 from vision_kd.data import CLASSIFICATION, LANDMARKS, VisionData, load_vision_data
@@ -232,7 +232,8 @@ def torch_threads(n: int):
 
 def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str) -> dict:
     from distiller_nlp.core.engine import Engine
-    from distiller_nlp.runs import check_output_dir, create_output_dir, is_main_process, promote_best, write_json_atomic
+    from distiller_nlp.core.rundir import (check_output_dir, create_output_dir, is_main_process, promote_best,
+                                           write_json_atomic)
     from torch.utils.data import default_collate
 
     from vision_kd.metrics import classification_metrics, landmark_metrics

@@ -24,9 +24,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from distiller_nlp.augment import register_augmenter
 from distiller_nlp.augment.contextual import check_positive, load_cached, pick_device, resolve_checkpoint
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.augment.registry import register_augmenter
+from distiller_nlp.core.errors import DistillerError
 
 logger = logging.getLogger(__name__)
 

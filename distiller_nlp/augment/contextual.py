@@ -34,8 +34,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from distiller_nlp.augment import register_augmenter
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.augment.registry import register_augmenter
+from distiller_nlp.core.errors import DistillerError
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +86,11 @@ def load_cached(kind: str, path: str, device: str, stage: str, param: str, what:
             return _CACHE[key]
         from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from distiller_nlp.models import _info_keys, _quiet_transformers
+        from distiller_nlp.models.load import info_keys, quiet_transformers
 
         auto = AutoModelForMaskedLM if kind == "masked_lm" else AutoModelForSeq2SeqLM
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
                 model, info = auto.from_pretrained(path, trust_remote_code=False, output_loading_info=True)
         except OSError as exc:
@@ -98,7 +98,7 @@ def load_cached(kind: str, path: str, device: str, stage: str, param: str, what:
         except (ValueError, KeyError) as exc:
             raise DistillerError(f"{stage} augmenter: cannot load '{path}' as a {what} model: {_first_line(exc)}") \
                 from exc
-        missing = _info_keys(info, "missing_keys") + _info_keys(info, "mismatched_keys")
+        missing = info_keys(info, "missing_keys") + info_keys(info, "mismatched_keys")
         if kind == "masked_lm" and missing:
             raise DistillerError(
                 f"{stage} augmenter: '{path}' has no trained masked-LM head (newly initialised: "
@@ -258,7 +258,7 @@ class ContextualAugmenter:
         if not todo:
             return out
         model, tokenizer, table, device = self._load()
-        from distiller_nlp.mlm import mlm_prediction_head
+        from distiller_nlp.models import mlm_prediction_head
 
         head = mlm_prediction_head(model)
         mask = tokenizer.mask_token

@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from distiller_nlp.augment import register_augmenter
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.augment.registry import register_augmenter
+from distiller_nlp.core.errors import DistillerError
 
 ACTIONS = ("swap", "delete", "insert", "mixed", "synonym")
 

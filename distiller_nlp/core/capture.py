@@ -1,6 +1,6 @@
 """Forward hooks that capture intermediate features of BERT-family encoders, for every attention backend.
 
-Layer indexing (used throughout the toolkit, see ``distiller_nlp.mapping``):
+Layer indexing (used throughout the toolkit, see ``distiller_nlp.kd.mapping``):
 
 - hidden states: index 0 = output of the embeddings module, index i (1..L) = output of encoder layer i;
   these are exactly the entries of a model's ``output_hidden_states=True`` tuple;
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 __all__ = ["FeatureCapture", "find_encoder_layers", "num_layers", "unwrap_model"]
 

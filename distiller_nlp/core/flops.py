@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 __all__ = [
     "encoder_flops",

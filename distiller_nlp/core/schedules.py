@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 KINDS = ("constant", "linear", "cosine")
 

@@ -16,7 +16,7 @@ name               strategy            losses (from ``distiller_nlp.core.losses`
 
 from __future__ import annotations
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .base import Method
 from .bdkd import BDKD

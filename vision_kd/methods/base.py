@@ -20,8 +20,8 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from distiller_nlp.config import from_dict
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.config import from_dict
+from distiller_nlp.core.errors import DistillerError
 
 from vision_kd.data import CLASSIFICATION
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 
 from distiller_nlp.core.losses import balanced_kl_loss, hard_ce_loss, kd_loss
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .base import Method
 

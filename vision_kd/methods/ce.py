@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distiller_nlp.core.losses import hard_ce_loss, logits_mse_loss
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from vision_kd.data import CLASSIFICATION, LANDMARKS
 

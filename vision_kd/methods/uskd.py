@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from distiller_nlp.core.losses import hard_ce_loss, uskd_terms
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .base import Method
 

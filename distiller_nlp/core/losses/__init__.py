@@ -26,49 +26,26 @@ name                 object                                       paper
 ===================  ===========================================  ==========================================
 
 ``get_loss(name)`` returns the function, or the module class for stateful losses; users add their own with
-``@register_loss("name")``.
+``@register_loss("name", kind=..., takes=...)`` (see :mod:`.registry`: what a loss declares decides where it may be
+used, e.g. :func:`prediction_losses` is what ``kd.pred_loss`` accepts).
 """
 
-from .registry import get_loss, is_stateful, list_losses, loss_kind, register_loss, unregister_loss
-from .logits import (
-    balanced_kl_loss,
-    dkd_loss,
-    dkd_terms,
-    entropy_gap_weights,
-    hard_ce_loss,
-    kd_loss,
-    logits_mse_loss,
-    nkd_loss,
-    soft_ce_loss,
-    uskd_loss,
-    uskd_terms,
-    zipf_soft_labels,
-)
+from .features import (attention_score_loss, cosine_loss, hidden_ce_loss, hidden_mse_loss, masked_mean, pkd_loss,
+                       scaled_scores, score_divergence, split_heads)
+from .logits import (balanced_kl_loss, dkd_loss, dkd_terms, entropy_gap_weights, hard_ce_loss, kd_loss,
+                     logits_mse_loss, nkd_loss, soft_ce_loss, uskd_loss, uskd_terms, zipf_soft_labels)
+from .mutual_info import (MIAlphaLoss, infonce_lower_bound, log_loo_mean, logmeanexp_offdiag, mi_alpha_lower_bound,
+                          nwj_lower_bound, tuba_lower_bound)
+from .registry import (LOSSES, get_loss, is_stateful, list_losses, loss_kind, loss_takes, prediction_losses,
+                       register_loss, unregister_loss)
 from .regression import assist_weights, assistive_loss, landmark_kd_loss, landmark_main_loss
-from .features import (
-    attention_score_loss,
-    cosine_loss,
-    hidden_ce_loss,
-    hidden_mse_loss,
-    masked_mean,
-    pkd_loss,
-    scaled_scores,
-    score_divergence,
-    split_heads,
-)
 from .relations import qkv_relation_loss, relation_loss
-from .mutual_info import (
-    MIAlphaLoss,
-    infonce_lower_bound,
-    log_loo_mean,
-    logmeanexp_offdiag,
-    mi_alpha_lower_bound,
-    nwj_lower_bound,
-    tuba_lower_bound,
-)
 
 __all__ = [
     # registry
+    "LOSSES",
+    "loss_takes",
+    "prediction_losses",
     "register_loss",
     "unregister_loss",
     "get_loss",

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .registry import register_loss
 
@@ -81,7 +81,7 @@ def _split_target(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
 # ---------------------------------------------------------------------------------------------------------- losses
 
 
-@register_loss("kd", kind="logits")
+@register_loss("kd", kind="logits", takes=("teacher_logits",), probabilities=True)
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -108,7 +108,7 @@ def kd_loss(
     return per_sample.mean()
 
 
-@register_loss("soft_ce", kind="logits")
+@register_loss("soft_ce", kind="logits", takes=("teacher_logits",), probabilities=True)
 def soft_ce_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Soft-target cross-entropy, Distiller's ``ce`` prediction loss (He et al. 2021, "Distiller").
 
@@ -122,7 +122,7 @@ def soft_ce_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     return -(p_t * log_p_s).sum(-1).mean()
 
 
-@register_loss("logits_mse", kind="logits")
+@register_loss("logits_mse", kind="logits", takes=("teacher_logits",))
 def logits_mse_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -135,7 +135,7 @@ def logits_mse_loss(
     return F.mse_loss(student_logits.float() / temperature, teacher_logits.float() / temperature)
 
 
-@register_loss("hard_ce", kind="logits")
+@register_loss("hard_ce", kind="logits", takes=("labels",))
 def hard_ce_loss(student_logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100) -> torch.Tensor:
     """Supervised loss on gold (or teacher pseudo-) labels, following Hugging Face's problem-type rules.
 
@@ -166,7 +166,7 @@ def hard_ce_loss(student_logits: torch.Tensor, labels: torch.Tensor, *, ignore_i
     return F.cross_entropy(_flat(student_logits), labels.reshape(-1).long(), ignore_index=ignore_index)
 
 
-@register_loss("nkd", kind="logits")
+@register_loss("nkd", kind="logits", takes=("teacher_logits", "labels"), probabilities=True)
 def nkd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -236,7 +236,7 @@ def dkd_terms(
     return tckd, nckd
 
 
-@register_loss("dkd", kind="logits")
+@register_loss("dkd", kind="logits", takes=("teacher_logits", "labels"), probabilities=True)
 def dkd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -297,7 +297,7 @@ def entropy_gap_weights(
     return w.reshape(student_logits.shape[:-1])
 
 
-@register_loss("bdkd", kind="logits")
+@register_loss("bdkd", kind="logits", takes=("teacher_logits",), probabilities=True)
 def balanced_kl_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -384,7 +384,7 @@ def uskd_terms(
     return l_t, l_non, l_weak
 
 
-@register_loss("uskd", kind="logits")
+@register_loss("uskd", kind="logits", takes=("weak_logits", "labels"), probabilities=True)
 def uskd_loss(
     student_logits: torch.Tensor,
     weak_logits: torch.Tensor,

@@ -19,7 +19,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .registry import register_loss
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .registry import register_loss
 
@@ -49,7 +49,7 @@ def assist_weights(
     return m, reflected
 
 
-@register_loss("aloss", kind="landmarks")
+@register_loss("aloss", kind="landmarks", takes=("target", "teacher"))
 def assistive_loss(
     student: torch.Tensor,
     target: torch.Tensor,
@@ -68,7 +68,7 @@ def assistive_loss(
     return (m * (reflected - student.float()).abs()).mean()
 
 
-@register_loss("landmark_main", kind="landmarks")
+@register_loss("landmark_main", kind="landmarks", takes=("target", "teacher"))
 def landmark_main_loss(student: torch.Tensor, target: torch.Tensor, tolerant: torch.Tensor) -> torch.Tensor:
     """KD-Loss main term per coordinate, with ``e = |x − x̂|`` and the tolerant distance ``d = |x − x_tol|``:
     ``3·e`` if ``e ≤ d`` else ``e² + 3d − d²`` (continuous at e = d); averaged over all coordinates."""
@@ -78,7 +78,7 @@ def landmark_main_loss(student: torch.Tensor, target: torch.Tensor, tolerant: to
     return torch.where(e <= d, 3 * e, e**2 + 3 * d - d**2).mean()
 
 
-@register_loss("landmark_kd", kind="landmarks")
+@register_loss("landmark_kd", kind="landmarks", takes=("target", "teacher"))
 def landmark_kd_loss(
     student: torch.Tensor,
     target: torch.Tensor,

@@ -17,7 +17,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from distiller_nlp.errors import DistillerError
+from distiller_nlp.core.errors import DistillerError
 
 from .features import scaled_scores, score_divergence
 from .registry import register_loss

@@ -1,0 +1,453 @@
+"""The one Accelerate training loop every package drives.
+
+A caller hands the engine a trainable ``nn.Module`` whose ``forward(batch)`` returns a dict with a scalar ``loss``
+(plus any named scalar tensors to log, e.g. ``{"loss": ..., "kd": ..., "hidden_mse/2": ...}``) and whose
+``predict(batch)`` returns predictions for evaluation. Everything a run trains — the student and its extra modules
+(projections, MI critics) — lives inside that module, so it is optimised, synchronised across processes and
+checkpointed together; the caller's ``export_fn`` decides what is exported (the student only).
+
+Optional hooks: a module with ``set_progress(p)`` is told the training progress p = global step / total steps before
+every batch (KD schedules); a training set with ``set_epoch(e)`` is told the epoch before it is iterated (e.g. to
+regenerate augmented copies). Both are pure functions of the step/epoch, so resumed runs see the same values.
+:class:`~distiller_nlp.core.engine.callbacks.Callback` objects hear about steps, evaluations and checkpoints.
+
+A teacher is not part of the trainable module: pass it as ``frozen`` (moved to the device, kept in eval mode) and
+compute its outputs in ``prepare_batch(batch)``, which the engine calls under ``torch.no_grad()`` (not
+``inference_mode``: inference tensors cannot be saved for the student's backward) and autocast.
+
+The engine does: seeding, precision ``auto|no|bf16|fp16`` (:mod:`.precision`), gradient accumulation, clipping, AdamW
+with linear warm-up/decay (:mod:`.optim`), batches (:mod:`.samplers`), evaluation with ``gather_for_metrics``
+(:mod:`.evaluate`: every example once, in any world size), best-model export, atomic ``save_state`` checkpoints and
+``--resume`` (a run killed and resumed with the same seed ends with the same metrics), TensorBoard tracking and tqdm
+progress on the main process. Batches need no ``labels`` column (examples are counted from the first tensor).
+
+Depends on torch and accelerate only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from distiller_nlp.core.engine.callbacks import Callback
+from distiller_nlp.core.engine.checkpoints import CHECKPOINT_PREFIX, STATE_FILE, list_checkpoints, untie
+from distiller_nlp.core.engine.evaluate import batch_size_of, evaluate_loaders, predict_loader
+from distiller_nlp.core.engine.optim import linear_warmup_schedule, make_optimizer
+from distiller_nlp.core.engine.precision import make_accelerator
+from distiller_nlp.core.engine.samplers import train_loader
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.rundir import write_json_atomic
+
+__all__ = ["Engine", "EngineResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineResult:
+    """What a training run produced: final metrics (of the best model when there was evaluation) and paths."""
+
+    metrics: dict
+    best_dir: Optional[str]
+    history: list = field(default_factory=list)  # one entry per evaluation
+    global_step: int = 0
+    log_history: list = field(default_factory=list)  # mean training losses every ``logging_steps``
+
+
+# ------------------------------------------------------------------------------------------------ engine
+
+class Engine:
+    """Drive ``module`` through training with Accelerate. See the module docstring for the contract.
+
+    Args:
+        args: a :class:`distiller_nlp.config.TrainArgs` (epochs, lr, precision, seed, ...).
+        output_dir: run directory; checkpoints go to ``output_dir/checkpoints``, the best export to
+            ``output_dir/best``, TensorBoard logs to ``output_dir/runs``.
+        module: trainable module, ``forward(batch) -> {"loss": tensor, ...}``, ``predict(batch) -> logits``.
+        train_dataset, eval_datasets: map-style datasets; ``collate_fn`` builds batches (dicts of tensors).
+        compute_metrics: ``(predictions: np.ndarray, references: np.ndarray) -> dict`` of metrics in their own range.
+        main_metric: key of ``compute_metrics``' result that selects the best model (higher is better unless
+            ``greater_is_better=False``). The first eval dataset is the selection set, evaluated at every
+            evaluation; the others (e.g. a labelled test split) are evaluated once, on the selected model, at the
+            end (so they never influence selection and cost one pass).
+        prepare_batch: called on every (device-placed) train batch under ``no_grad`` + autocast, e.g. to add
+            teacher outputs; may return a new dict.
+        frozen: modules moved to the device and kept in eval mode (the teacher); never trained or checkpointed.
+        export_fn: ``(unwrapped_module, directory) -> None`` writes the deliverable (e.g. the student with
+            ``save_pretrained``); called on the main process whenever evaluation improves (and at the end when there
+            is no evaluation).
+        resume: continue from the newest complete checkpoint in ``output_dir/checkpoints``.
+        callbacks: :class:`~distiller_nlp.core.engine.callbacks.Callback` objects (on train begin, step end,
+            evaluate, save, train end), called on every process; an exception one raises (such as
+            ``optuna.TrialPruned`` from an Optuna reporting callback) ends training and propagates.
+    """
+
+    def __init__(
+        self,
+        args,
+        output_dir: str,
+        module: nn.Module,
+        train_dataset,
+        collate_fn: Callable,
+        eval_datasets: Optional[dict] = None,
+        compute_metrics: Optional[Callable] = None,
+        main_metric: str = "accuracy",
+        greater_is_better: bool = True,
+        prepare_batch: Optional[Callable] = None,
+        frozen: Optional[list] = None,
+        export_fn: Optional[Callable] = None,
+        resume: bool = False,
+        run_name: str = "distiller_nlp",
+        accelerator=None,
+        callbacks: Optional[list] = None,
+    ):
+        from accelerate.utils import set_seed
+
+        self.args = args
+        self.output_dir = output_dir
+        self.compute_metrics = compute_metrics
+        self.main_metric = args.metric_for_best or main_metric
+        self.greater_is_better = greater_is_better
+        self.prepare_batch = prepare_batch
+        self.export_fn = export_fn
+        self.resume = resume
+        self.run_name = run_name
+        self.callbacks: list[Callback] = list(callbacks or [])
+        if accelerator is None:
+            accelerator = make_accelerator(args, output_dir, tracking=True)
+        self.accelerator = accelerator
+        self.precision = accelerator.mixed_precision
+        set_seed(args.seed)
+
+        if len(train_dataset) == 0:
+            raise DistillerError("the training set is empty")
+        self.train_dataset = train_dataset
+        raw_loader, self.length_sampler = train_loader(train_dataset, args, collate_fn)
+        self.eval_names = list((eval_datasets or {}).keys())
+        eval_loaders = [
+            DataLoader(ds, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_fn)
+            for ds in (eval_datasets or {}).values()
+        ]
+        self.frozen = frozen or []
+        for f in self.frozen:
+            f.to(accelerator.device)
+            f.eval()
+            for p in f.parameters():
+                p.requires_grad_(False)
+
+        self.module = module
+        optimizer = make_optimizer(module, args, accelerator.device)
+        prepared = accelerator.prepare(module, optimizer, raw_loader, *eval_loaders)
+        self.model, self.optimizer, self.train_loader = prepared[:3]
+        self.eval_loaders = list(prepared[3:])
+
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / args.grad_accum))
+        if args.max_steps and args.max_steps > 0:
+            self.total_steps = int(args.max_steps)
+        else:
+            self.total_steps = max(1, math.ceil(args.epochs * self.steps_per_epoch))
+        warmup = int(args.warmup_ratio * self.total_steps)
+        scheduler = linear_warmup_schedule(self.optimizer, warmup, self.total_steps)
+        # The scheduler steps once per optimizer step in every process; do not let accelerate rescale it.
+        self.scheduler = scheduler
+        accelerator.register_for_checkpointing(self.scheduler)
+
+        self.state = {
+            "global_step": 0,
+            "epoch": 0,
+            "batches_in_epoch": 0,
+            "best_metric": None,
+            "best_step": None,
+            "best_metrics": {},
+            "history": [],
+            "log_history": [],
+            "train_time_s": 0.0,
+            "train_examples": 0,
+        }
+
+    # -------------------------------------------------------------------------------------------- checkpoints
+
+    def _save_checkpoint(self) -> None:
+        acc = self.accelerator
+        step = self.state["global_step"]
+        root = os.path.join(self.output_dir, "checkpoints")
+        final = os.path.join(root, f"{CHECKPOINT_PREFIX}{step:08d}")
+        tmp = os.path.join(root, f".tmp-{CHECKPOINT_PREFIX}{step:08d}")
+        if acc.is_main_process:
+            os.makedirs(root, exist_ok=True)
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(tmp)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            write_json_atomic(os.path.join(tmp, STATE_FILE), self.state)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in list_checkpoints(self.output_dir)[: -max(1, self.args.keep_checkpoints)]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        self._event("on_save", final)
+
+    def _load_checkpoint(self) -> bool:
+        ckpts = list_checkpoints(self.output_dir)
+        if not ckpts:
+            logger.warning("--resume: no checkpoint found in %s, starting from scratch", self.output_dir)
+            return False
+        path = ckpts[-1]
+        self.accelerator.load_state(path)
+        with open(os.path.join(path, STATE_FILE), encoding="utf-8") as fh:
+            self.state.update(json.load(fh))
+        self.accelerator.print(f"resumed from {path} (step {self.state['global_step']})")
+        return True
+
+    # -------------------------------------------------------------------------------------------- evaluation
+
+    def predict(self, loader) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and labels of every example of ``loader`` exactly once (``gather_for_metrics``)."""
+        return predict_loader(self.accelerator, self.model, loader)
+
+    def evaluate(self, all_sets: bool = False) -> dict:
+        """Evaluate on the selection set (keys ``eval_<metric>``), and with ``all_sets`` also on every other eval
+        dataset (keys ``<name>_<metric>``)."""
+        n = len(self.eval_loaders) if all_sets else 1
+        return evaluate_loaders(self.accelerator, self.model, self.eval_names[:n], self.eval_loaders[:n],
+                                 self.compute_metrics)
+
+    def _best_state_path(self) -> str:
+        return os.path.join(self.output_dir, "checkpoints", "best_state.safetensors")
+
+    def _save_best_state(self) -> None:
+        """Keep the selected model's weights (all trainable-module tensors) for the final held-out evaluation."""
+        from safetensors.torch import save_file
+
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {k: v.detach().cpu().contiguous() for k, v in acc.unwrap_model(self.model).state_dict().items()}
+            path = self._best_state_path()
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            save_file(untie(state), tmp)
+            os.replace(tmp, path)
+        acc.wait_for_everyone()
+
+    def _evaluate_held_out(self) -> dict:
+        """Evaluate the non-selection eval sets once, on the selected (best) weights."""
+        if len(self.eval_loaders) < 2:
+            return {}
+        from safetensors.torch import load_file
+
+        module = self.accelerator.unwrap_model(self.model)
+        path = self._best_state_path()
+        current = None
+        if os.path.isfile(path) and self.state["best_step"] != self.state["global_step"]:
+            current = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            module.load_state_dict(load_file(path), strict=False)
+        out = evaluate_loaders(self.accelerator, self.model, self.eval_names[1:], self.eval_loaders[1:],
+                                self.compute_metrics, first_is_eval=False)
+        if current is not None:
+            module.load_state_dict(current)
+        return out
+
+    def _is_better(self, value: float) -> bool:
+        best = self.state["best_metric"]
+        if best is None:
+            return True
+        return value > best if self.greater_is_better else value < best
+
+    def _evaluate_and_select(self, pbar=None) -> dict:
+        acc = self.accelerator
+        metrics = self.evaluate()
+        key = f"eval_{self.main_metric}"
+        if key not in metrics:
+            raise DistillerError(
+                f"metric_for_best '{self.main_metric}' is not among the evaluation metrics "
+                f"({', '.join(k[5:] for k in metrics if k.startswith('eval_'))})"
+            )
+        entry = {"step": self.state["global_step"], "epoch": self.state["epoch"], **metrics}
+        self.state["history"].append(entry)
+        if self._is_better(metrics[key]):
+            self.state["best_metric"] = metrics[key]
+            self.state["best_step"] = self.state["global_step"]
+            self.state["best_metrics"] = metrics
+            self._export(os.path.join(self.output_dir, "best"))
+            if len(self.eval_loaders) > 1:
+                self._save_best_state()
+        acc.log(metrics, step=self.state["global_step"])
+        if pbar is not None:
+            pbar.write(
+                f"step {self.state['global_step']}: "
+                + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if not k.endswith("_examples"))
+            )
+        return metrics
+
+    def _export(self, directory: str) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if self.export_fn is not None and acc.is_main_process:
+            self.export_fn(acc.unwrap_model(self.model), directory)
+            write_json_atomic(os.path.join(directory, "step.json"), {"step": self.state["global_step"]})
+        acc.wait_for_everyone()
+
+    # -------------------------------------------------------------------------------------------- training
+
+    def _event(self, name: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, name)(self, *args)
+
+    def train(self) -> EngineResult:
+        """Run the loop to ``total_steps`` optimizer steps; returns metrics of the selected (best) model."""
+        from tqdm.auto import tqdm
+
+        acc = self.accelerator
+        args = self.args
+        if self.resume:
+            self._load_checkpoint()
+        if args.report_to == "tensorboard":
+            acc.init_trackers(self.run_name)
+        pbar = tqdm(
+            total=self.total_steps, initial=self.state["global_step"], desc="train",
+            disable=not acc.is_local_main_process, dynamic_ncols=True,
+        )
+        try:
+            self._event("on_train_begin")
+            last_logs = self._loop(pbar)
+        finally:
+            pbar.close()
+            if args.report_to == "tensorboard":
+                acc.end_training()
+        if not self.eval_loaders:
+            self._export(os.path.join(self.output_dir, "best"))
+            self.state["best_step"] = self.state["global_step"]
+        metrics = dict(self.state["best_metrics"])
+        metrics.update(self._evaluate_held_out())
+        runtime = self.state["train_time_s"]
+        metrics.update(
+            {
+                "train_runtime_s": round(runtime, 3),
+                "examples_per_s": round(self.state["train_examples"] / runtime, 3) if runtime > 0 else 0.0,
+                "train_loss": last_logs.get("loss", float("nan")),
+                "global_step": self.state["global_step"],
+                "best_step": self.state["best_step"],
+                "precision": self.precision,
+                "world_size": acc.num_processes,
+            }
+        )
+        self._event("on_train_end", metrics)
+        best_dir = os.path.join(self.output_dir, "best") if self.export_fn is not None else None
+        return EngineResult(metrics=metrics, best_dir=best_dir, history=self.state["history"],
+                            log_history=self.state["log_history"],
+                            global_step=self.state["global_step"])
+
+    def _loop(self, pbar) -> dict:
+        """The optimizer steps; returns the last logged losses."""
+        acc = self.accelerator
+        args = self.args
+        total = self.total_steps
+        self.model.train()
+        running: dict[str, torch.Tensor] = {}
+        running_n = 0
+        last_logs: dict = {}
+        t_start = time.perf_counter()
+        time_before = self.state["train_time_s"]
+        examples_before = self.state["train_examples"]
+        examples = 0
+        batches_per_epoch = len(self.train_loader)
+        eval_every = args.eval_steps if args.eval_steps > 0 else None
+        save_every = args.save_steps if args.save_steps > 0 else None
+
+        while self.state["global_step"] < total:
+            epoch = self.state["epoch"]
+            self.train_loader.set_epoch(epoch)
+            if hasattr(self.train_dataset, "set_epoch"):  # e.g. augmented copies regenerated every N epochs
+                self.train_dataset.set_epoch(epoch)
+            if self.length_sampler is not None:
+                self.length_sampler.set_epoch(epoch)
+            skip = self.state["batches_in_epoch"]
+            loader = self.train_loader
+            if skip:
+                # Creating the iterator draws from the global RNG; keep the restored RNG stream intact so that a
+                # resumed run sees the same dropout masks as the uninterrupted one.
+                rng = torch.get_rng_state()
+                loader = acc.skip_first_batches(self.train_loader, skip)
+                iterator = iter(loader)
+                torch.set_rng_state(rng)
+            else:
+                iterator = iter(loader)
+            for batch in iterator:
+                if hasattr(self.module, "set_progress"):  # KD schedules (temperature, loss weights)
+                    self.module.set_progress(self.state["global_step"] / total)
+                with acc.accumulate(self.model):
+                    if self.prepare_batch is not None:
+                        with torch.no_grad(), acc.autocast():
+                            batch = self.prepare_batch(batch)
+                    with acc.autocast():
+                        out = self.model(batch)
+                    loss = out["loss"]
+                    acc.backward(loss)
+                    if acc.sync_gradients and args.max_grad_norm and args.max_grad_norm > 0:
+                        acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    self.optimizer.step()
+                    if acc.sync_gradients:
+                        self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                for k, v in out.items():
+                    if torch.is_tensor(v) and v.ndim == 0:
+                        v = v.detach().float()
+                        running[k] = running[k] + v if k in running else v
+                running_n += 1
+                examples += batch_size_of(batch) * acc.num_processes
+                self.state["batches_in_epoch"] += 1
+                if not acc.sync_gradients:
+                    continue
+                self.state["global_step"] += 1
+                step = self.state["global_step"]
+                pbar.update(1)
+                if step % args.logging_steps == 0 or step == total:
+                    # One host sync every logging_steps, not one per step.
+                    last_logs = {k: float(v) / running_n for k, v in running.items()}
+                    last_logs["lr"] = self.scheduler.get_last_lr()[0]
+                    self.state["log_history"].append({"step": step, **last_logs})
+                    acc.log({f"train/{k}": v for k, v in last_logs.items()}, step=step)
+                    pbar.set_postfix({k: f"{v:.4g}" for k, v in last_logs.items() if k in ("loss", "lr")})
+                    running, running_n = {}, 0
+                    self._event("on_step_end", last_logs)
+                else:
+                    self._event("on_step_end", {})
+                end_of_epoch = self.state["batches_in_epoch"] >= batches_per_epoch
+                do_eval = self.eval_loaders and (
+                    (eval_every and step % eval_every == 0) or (not eval_every and end_of_epoch) or step == total
+                )
+                self.state["train_time_s"] = time_before + time.perf_counter() - t_start
+                self.state["train_examples"] = examples_before + examples
+                if end_of_epoch:
+                    self.state["epoch"] += 1
+                    self.state["batches_in_epoch"] = 0
+                if do_eval:
+                    self._event("on_evaluate", self._evaluate_and_select(pbar))
+                if do_eval or (save_every and step % save_every == 0) or (not save_every and end_of_epoch):
+                    if step < total:
+                        self._save_checkpoint()
+                if step >= total or end_of_epoch:
+                    break
+            else:
+                # Loader exhausted without reaching a sync point (e.g. a partial accumulation window).
+                self.state["epoch"] += 1
+                self.state["batches_in_epoch"] = 0
+
+        self.state["train_time_s"] = time_before + time.perf_counter() - t_start
+        self.state["train_examples"] = examples_before + examples
+        return last_logs

@@ -1,0 +1,55 @@
+"""The training-argument schema every training command shares (the engine's arguments, the ``train:`` section).
+
+Each field carries its help text, range and flag (:func:`~distiller_nlp.core.config.option`), so ``--epochs``,
+``--lr``, ``--precision``, ... exist in every CLI whose config has a ``train`` section, with the same names, help and
+checks. A command with other defaults subclasses :class:`TrainArgs` and redeclares the fields it changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distiller_nlp.core.config import check_config, option
+from distiller_nlp.core.errors import DistillerError
+
+__all__ = ["TrainArgs", "PRECISIONS", "OPTIMIZERS", "REPORT_TO"]
+
+#: ``auto`` = bf16 where the hardware runs it fast (see :func:`distiller_nlp.core.engine.resolve_precision`).
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+OPTIMIZERS = ("auto", "adamw", "adamw_foreach", "adamw_fused")
+REPORT_TO = ("tensorboard", "none")
+
+
+@dataclass
+class TrainArgs:
+    """Optimisation and run-control settings shared by every training command (the engine's arguments)."""
+
+    epochs: float = option(3.0, help="training epochs", flag=True)
+    max_steps: int = option(-1, help="optimizer steps (overrides --epochs when > 0)", flag=True)
+    batch_size: int = option(32, help="per-process train batch size", positive=True, flag=True)
+    eval_batch_size: int = option(64, help="per-process eval batch size", positive=True, flag=True)
+    lr: float = option(5e-5, help="peak learning rate", positive=True, flag=True)
+    weight_decay: float = option(0.01, help="AdamW weight decay", flag=True)
+    warmup_ratio: float = option(0.1, help="fraction of steps with linear warm-up", flag=True)
+    grad_accum: int = option(1, help="gradient accumulation steps", positive=True, flag=True)
+    max_grad_norm: float = option(1.0, help="gradient clipping norm (<= 0 disables clipping)")
+    precision: str = option("auto", help="{choices} (auto = bf16 where fast)", choices=PRECISIONS, flag=True)
+    seed: int = option(42, help="random seed", flag=True)
+    cpu: bool = option(False, help="run on CPU even if a GPU is present", flag=True)
+    max_length: int = option(128, help="max tokens per example", positive=True, flag=True)
+    eval_steps: int = option(0, help="evaluate every N steps (0: every epoch)", flag=True)
+    save_steps: int = option(0, help="checkpoint every N steps (0: every epoch and every evaluation)", flag=True)
+    logging_steps: int = option(20, help="log every N steps", positive=True, flag=True)
+    keep_checkpoints: int = option(2, help="checkpoints kept in DIR/checkpoints")
+    report_to: str = option("tensorboard", help="{choices}", choices=REPORT_TO, flag=True)
+    metric_for_best: str = option("", help="metric that selects the best model ('' = the task's main metric)")
+    find_unused_parameters: bool = option(False, help="DDP: tolerate parameters without gradients")
+    group_by_length: bool = option(False, help="batch examples of similar length (less padding)", flag=True)
+    optim: str = option("auto", help="{choices} (auto = fused AdamW on CPU/CUDA)", choices=OPTIMIZERS, flag=True)
+
+    def validate(self, source: str = "config") -> None:
+        """Check every field's range and the cross-field rule (epochs or max_steps); one-line errors naming the key
+        (``train.<name>``) and ``source``."""
+        check_config(self, source, prefix="train.")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise DistillerError(f"train.epochs in {source} must be positive (or set train.max_steps)")

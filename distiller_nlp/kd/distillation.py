@@ -1,0 +1,103 @@
+"""``distill(cfg)``, what ``distiller-nlp distill`` runs, and ``cache_teacher(cfg)``, what
+``distiller-nlp cache-teacher`` runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterable, Optional
+
+from distiller_nlp.config import DistillConfig
+from distiller_nlp.core.engine import Engine
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.flops import encoder_flops_from_config
+from distiller_nlp.core.run import TrainingRun
+from distiller_nlp.core.rundir import check_output_dir
+from distiller_nlp.kd import teacher_cache as tc
+from distiller_nlp.kd.setup import prepare_distillation
+from distiller_nlp.kd.teachers import CachedMixupRunner, TeacherRunner
+from distiller_nlp.models import describe_model, save_student
+from distiller_nlp.tasks import task_metric_fn
+
+logger = logging.getLogger(__name__)
+
+def cache_teacher(cfg: DistillConfig, output_dir: str, overwrite: bool = False) -> dict:
+    """Compute the teacher outputs the KD config ``cfg`` needs on its training set and save them to ``output_dir``.
+
+    ``distill`` with ``teacher_cache: DIR`` then reads them instead of running the teacher, after checking that the
+    cache was computed for the same teacher, data and layers. Returns ``{"key", "examples", "hidden_layers"}``.
+    """
+    check_output_dir(output_dir, overwrite=overwrite)
+    run = prepare_distillation(cfg)
+    problem = tc.cache_problem(run)
+    if problem:
+        raise DistillerError(f"cannot cache the teacher for this KD config: {problem}")
+    key = tc.cache_key_for(run)
+    layers = run.module.teacher_hidden_layers
+    ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, layers,
+                                    pad_token_id=run.tokenizer.pad_token_id, dtype=run.cache_dtype)
+    tc.save_teacher_cache(ds, output_dir, key, run.teacher_path, layers)
+    return {"key": key, "examples": len(ds), "hidden_layers": layers}
+
+
+def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
+            callbacks: Optional[list] = None, on_finish: Iterable[Callable] = ()) -> dict:
+    """Distil ``cfg.teacher`` into a student on ``cfg.data.task``; returns (and writes) ``metrics.json``.
+
+    Everything is validated before the output directory is touched: the data (columns, labels, non-empty splits),
+    the teacher (its classifier must match the task's labels — fine-tune it first otherwise), the student (shape,
+    init), the KD config (loss names, layer indices). The output directory then receives the student
+    (``save_pretrained`` + tokenizer; loads with ``AutoModelForSequenceClassification.from_pretrained(DIR)``),
+    ``metrics.json``, ``history.json``, ``config.yaml``, ``checkpoints/`` (for ``--resume``) and TensorBoard logs.
+    ``cfg.teacher_cache``: ``off`` (run the teacher every step), ``auto`` (compute its outputs once, cached by
+    teacher + data + layers, whenever the pipeline allows) or a directory written by :func:`cache_teacher`.
+
+    ``callbacks``: engine callbacks (e.g. an Optuna pruning reporter). ``on_finish``: ``hook(prepared, metrics,
+    wall_s)`` called on the main process once ``metrics.json`` is written, with the prepared run of
+    :func:`~distiller_nlp.kd.setup.prepare_distillation` (e.g. to append a meta-dataset record).
+    """
+    t_wall = time.perf_counter()
+    out = TrainingRun(cfg.output_dir, resume=resume, overwrite=overwrite)
+    run = prepare_distillation(cfg)
+    teacher, student, module, task, tokenizer = run.teacher, run.student, run.module, run.task, run.tokenizer
+    t_cache = time.perf_counter()
+    cached = tc.cached_train_set(cfg, run)
+    t_cache = time.perf_counter() - t_cache
+    out.start(cfg)
+
+    def export(mod, directory):
+        save_student(mod.student, tokenizer, directory)
+
+    if cached is not None:
+        runner, train_set, frozen = tc.CachedTeacher(), cached, []
+        if module.kd.mixup:  # originals from the cache, the teacher live on the mixed copies only
+            runner, frozen = CachedMixupRunner(teacher, module), [teacher]
+    else:
+        runner = TeacherRunner(teacher, module, run.extra_teachers) if module.needs_teacher else None
+        train_set, frozen = run.train_set, [teacher, *run.extra_teachers]
+    metric_fn, main_metric, greater = task_metric_fn(task), task.main_metric, True
+    if cfg.general:
+        module.set_eval_teacher(TeacherRunner(teacher, module))
+        frozen = [teacher]
+
+        def metric_fn(preds, labels):
+            return {"distill_loss": float(preds.mean())}
+
+        main_metric, greater = "distill_loss", False
+    engine = Engine(cfg.train, out.output_dir, module, train_set, run.collate, eval_datasets=run.evals,
+                    compute_metrics=metric_fn, main_metric=main_metric, greater_is_better=greater,
+                    prepare_batch=runner, frozen=frozen, export_fn=export, resume=out.resume, run_name="distill",
+                    callbacks=callbacks)
+    result = engine.train()
+    extra = {f"student_{k}": v for k, v in describe_model(student, seq_len=cfg.train.max_length).items()}
+    extra.update({f"teacher_{k}": v for k, v in describe_model(teacher, seq_len=cfg.train.max_length).items()})
+    extra.update({
+        "flops_ratio": round(encoder_flops_from_config(student.config, 128)
+                             / encoder_flops_from_config(teacher.config, 128), 4),
+        "train_examples": len(run.train_set),
+        "train_examples_original": run.n_original,
+        "teacher_cached": cached is not None,
+        "teacher_cache_s": round(t_cache, 3) if cached is not None else 0.0,  # computing or loading it
+    })
+    hooks = [lambda metrics, hook=hook: hook(run, metrics, time.perf_counter() - t_wall) for hook in on_finish]
+    return out.finish(engine, result, extra=extra, on_finish=hooks)

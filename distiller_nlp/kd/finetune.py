@@ -1,0 +1,49 @@
+"""Fine-tune a teacher: any encoder checkpoint (default the packaged MiniLM-L6-H384) plus a classification head.
+
+``finetune_teacher(cfg)`` is what ``distiller-nlp finetune-teacher`` runs. It uses the same engine as distillation
+(plain cross-entropy, or MSE for regression tasks), writes the fine-tuned model with ``save_pretrained`` and
+``metrics.json``, and is the step ``distill`` asks for when a teacher has no classifier for the task.
+"""
+
+from __future__ import annotations
+
+from distiller_nlp.config import FinetuneConfig
+from distiller_nlp.core.engine import Engine
+from distiller_nlp.core.run import TrainingRun
+from distiller_nlp.models import (SupervisedModule, describe_model, load_backbone_for_finetune, load_tokenizer,
+                                  resolve_model_path, save_student)
+from distiller_nlp.tasks import eval_splits, load_data_config, make_collator, task_metric_fn, tokenize_dataset
+
+
+def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Fine-tune ``cfg.model`` on ``cfg.data.task``; returns (and writes) ``metrics.json``.
+
+    The output directory receives the best model by the task's main dev metric (``save_pretrained``, safetensors,
+    tokenizer), ``metrics.json`` (``eval_*`` of that model, ``test_*`` when the task has a labelled test split,
+    ``train_runtime_s``, ``examples_per_s``), ``history.json``, ``config.yaml`` and ``checkpoints/`` for ``--resume``.
+    """
+    from accelerate.utils import set_seed
+
+    out = TrainingRun(cfg.output_dir, resume=resume, overwrite=overwrite)
+    set_seed(cfg.train.seed)
+    ds, task = load_data_config(cfg.data, seed=cfg.train.seed)
+    path = resolve_model_path(cfg.model)
+    model = load_backbone_for_finetune(path, task, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
+    tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length)
+    evals = eval_splits(tok, task)
+    collate = make_collator(tokenizer, is_regression=task.is_regression)
+    out.start(cfg)
+
+    def export(mod, directory):
+        # any registered model type may be fine-tuned (e.g. an autodistil_bert student); only distill's students
+        # must load without this package
+        save_student(mod.model, tokenizer, directory, require_builtin=False)
+
+    engine = Engine(cfg.train, out.output_dir, SupervisedModule(model), tok["train"], collate, eval_datasets=evals,
+                    compute_metrics=task_metric_fn(task), main_metric=task.main_metric, export_fn=export,
+                    resume=out.resume, run_name="finetune")
+    result = engine.train()
+    extra = {f"model_{k}": v for k, v in describe_model(model, seq_len=cfg.train.max_length).items()}
+    extra["train_examples"] = len(tok["train"])
+    return out.finish(engine, result, extra=extra)

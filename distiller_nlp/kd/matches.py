@@ -1,0 +1,109 @@
+"""Intermediate matches: ``kd.intermediate`` (explicit, TextBrewer-style) and ``kd.mapping`` (a strategy of
+:data:`~distiller_nlp.kd.mapping.MAPPING_STRATEGIES`) resolved into concrete (teacher layer, student layer) pairs,
+checked against both models and the loss registry."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+from distiller_nlp.config import FEATURES, KDConfig, MatchConfig
+from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.losses import list_losses, loss_kind
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ResolvedMatch:
+    """An intermediate match with layers checked against both models and a module key for its projection/critic."""
+
+    layer_T: int
+    layer_S: int
+    feature: str
+    loss: str
+    weight: float
+    proj: str
+    params: dict
+    module_key: Optional[str] = None
+    emd: bool = False  # one entry of an EMD mapping's cost matrix (weighted by the transport plan, not summed)
+
+    @property
+    def name(self) -> str:
+        return f"{self.loss}/S{self.layer_S}-T{self.layer_T}"
+
+
+def config_layers(config) -> int:
+    """Encoder layers of a config (BERT-family or DistilBERT names)."""
+    return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers"))
+
+
+def config_hidden(config) -> int:
+    """Hidden width of a config."""
+    return int(getattr(config, "hidden_size", None) or getattr(config, "dim"))
+
+
+def config_heads(config) -> int:
+    """Attention heads of a config."""
+    return int(getattr(config, "num_attention_heads", None) or getattr(config, "n_heads"))
+
+
+def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = "config") -> list[ResolvedMatch]:
+    """Expand ``kd.mapping`` and validate ``kd.intermediate`` into concrete (teacher layer, student layer) matches."""
+    from distiller_nlp.kd.mapping import layer_mapping
+
+    lt, ls = config_layers(teacher_config), config_layers(student_config)
+    out: list[ResolvedMatch] = []
+    known = set(list_losses())
+
+    def check(m: MatchConfig, where: str) -> None:
+        if m.feature not in FEATURES:
+            raise DistillerError(f"{where}.feature '{m.feature}' in {source} must be one of {', '.join(FEATURES)}")
+        if m.loss not in known:
+            raise DistillerError(f"{where}.loss '{m.loss}' in {source} is not a registered loss "
+                                 f"(known: {', '.join(sorted(known))})")
+        # the registry says what each loss compares; a user loss registered without a kind is trusted
+        if m.feature == "hidden" and loss_kind(m.loss) not in ("hidden", "any"):
+            raise DistillerError(f"{where}.loss '{m.loss}' in {source} does not apply to hidden states "
+                                 f"(it compares {loss_kind(m.loss)})")
+        if m.feature == "attention_scores" and m.loss != "attention_score":
+            raise DistillerError(f"{where}: feature attention_scores needs loss attention_score, got '{m.loss}'")
+        if m.proj not in ("auto", "linear", "none"):
+            raise DistillerError(f"{where}.proj '{m.proj}' in {source} must be auto, linear or none")
+
+    for i, m in enumerate(kd.intermediate):
+        where = f"kd.intermediate[{i}]"
+        check(m, where)
+        pairs = layer_mapping("explicit", lt, ls, feature=m.feature, pairs=[(m.layer_T, m.layer_S)])
+        (t, s), = pairs
+        out.append(ResolvedMatch(t, s, m.feature, m.loss, m.weight, m.proj, dict(m.params), module_key=f"m{i}"))
+    if kd.mapping is not None:
+        mp = kd.mapping
+        as_match = MatchConfig(feature=mp.feature, loss=mp.loss, weight=mp.weight, proj=mp.proj, params=mp.params)
+        check(as_match, "kd.mapping")
+        if mp.strategy not in ("skip", "last", "emd"):
+            raise DistillerError(f"kd.mapping.strategy '{mp.strategy}' in {source} must be skip, last or emd")
+        params = {k: v for k, v in mp.params.items() if k != "emd_temperature"}
+        if mp.strategy == "emd":
+            # BERT-EMD: every student layer against every teacher layer (1..L), weighted by the transport plan;
+            # the embeddings (hidden layer 0) are matched directly.
+            if mp.feature == "hidden" and mp.include_embeddings:
+                out.append(ResolvedMatch(0, 0, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
+                                         module_key="mapping" if mp.loss == "mi_alpha" else "mapping_S0"))
+            for s in range(1, ls + 1):
+                for t in range(1, lt + 1):
+                    key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
+                    out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
+                                             module_key=key, emd=True))
+            return out
+        pairs = layer_mapping(mp.strategy, lt, ls, feature=mp.feature)
+        for t, s in pairs:
+            if mp.feature == "hidden" and s == 0 and not mp.include_embeddings:
+                continue
+            # One critic shared by every layer of a mapping (as Distiller does); projections are per layer.
+            key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
+            out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params), module_key=key))
+    return out
+
+

@@ -6,7 +6,7 @@ command                Python function
 ``train-superlm``      :func:`autodistil.train.train_superlm`
 ``search``             :func:`autodistil.search.search`
 ``extract``            :meth:`autodistil.superlm.SuperLM.extract` (+ ``save_student``)
-``spaces``             :data:`autodistil.space.BUILTIN_SPACES` (sizes and FLOPs ranges)
+``spaces``             :data:`autodistil.subspaces.BUILTIN_SPACES` (sizes and FLOPs ranges)
 =====================  ===========================================================
 
 Every command but ``spaces`` takes ``--config FILE.yaml``; flags override its keys, ``--set key.sub=value`` any key.
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _spaces_table(seq_len: int) -> list[dict]:
-    from .space import BUILTIN_SPACES
+    from .subspaces import BUILTIN_SPACES
 
     rows = []
     for name, space in BUILTIN_SPACES.items():
@@ -105,7 +105,7 @@ def run_command(args: argparse.Namespace) -> int:
         from distiller_nlp.core.rundir import check_output_dir
         from distiller_nlp.models import load_tokenizer, save_student
 
-        from .space import parse_arch
+        from .subspaces import parse_arch
         from .superlm import load_superlm
 
         check_output_dir(args.output_dir, overwrite=args.overwrite)

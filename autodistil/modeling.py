@@ -45,6 +45,8 @@ def _rebuild_attention(model: nn.Module, config: AutoDistilBertConfig) -> None:
 
 
 class AutoDistilBertModel(BertModel):
+    """``BertModel`` with attention projections of width ``heads × head_dim`` (see the module docstring)."""
+
     config_class = AutoDistilBertConfig
 
     def __init__(self, config: AutoDistilBertConfig, add_pooling_layer: bool = True):
@@ -54,6 +56,8 @@ class AutoDistilBertModel(BertModel):
 
 
 class AutoDistilBertForSequenceClassification(BertForSequenceClassification):
+    """``BertForSequenceClassification`` over an :class:`AutoDistilBertModel` encoder."""
+
     config_class = AutoDistilBertConfig
 
     def __init__(self, config: AutoDistilBertConfig):

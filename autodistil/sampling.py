@@ -42,6 +42,7 @@ class SandwichSampler(Sampler):
     named = ("rel_largest", "rel_smallest")
 
     def sample(self, archs_by_size: list, num_random: int, rng: random.Random) -> list:
+        """``[largest, smallest, *random]`` (only ``[largest]`` when the space has one subnet)."""
         largest, smallest = archs_by_size[-1], archs_by_size[0]
         middle = archs_by_size[1:-1]
         chosen = [largest] if largest == smallest else [largest, smallest]
@@ -53,6 +54,7 @@ class UniformSampler(Sampler):
     """One subnet drawn uniformly at random."""
 
     def sample(self, archs_by_size: list, num_random: int, rng: random.Random) -> list:
+        """``[one subnet]`` (``num_random`` is not used)."""
         return [rng.choice(archs_by_size)]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import logging
 import math
@@ -30,9 +31,11 @@ from typing import Optional
 import torch
 
 from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.losses import scaled_scores
+from distiller_nlp.core.rundir import is_main_process, write_text_atomic
 
 from .config import SearchConfig
-from .space import Arch, SubSpace
+from .subspaces import Arch, SubSpace
 from .superlm import SUPERLM_FILE, load_superlm
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,9 @@ __all__ = ["Candidate", "find_superlms", "search", "pareto_front", "HeldOutScore
 
 @dataclass
 class Candidate:
+    """One subnet of one SuperLM: its FLOPs (2 × multiply-adds, one sequence) and parameters, whether it fits the
+    budget, and its score once scored (lower is better)."""
+
     superlm: str
     subspace: str
     arch: Arch
@@ -51,6 +57,7 @@ class Candidate:
     score: Optional[float] = None
 
     def row(self) -> dict:
+        """The candidate's ``candidates.csv`` row (score with 6 significant digits, empty when not scored)."""
         a = self.arch
         return {"superlm": self.superlm, "subspace": self.subspace, "layers": a.layers, "hidden": a.hidden,
                 "heads": a.heads, "mlp_ratio": a.mlp_ratio, "head_dim": a.head_dim, "intermediate": a.intermediate,
@@ -96,8 +103,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 class ReferenceHeldOutScorer:
-    """The straightforward scorer (kept as the reference the fast :class:`HeldOutScorer` is tested and benchmarked
-    against): for every candidate, the full active subnet runs on the held-out batches as collated, its last layer's
+    """The straightforward scorer, the reference the fast :class:`HeldOutScorer` is tested and benchmarked against:
+    for every candidate, the full active subnet runs on the held-out batches as collated, its last layer's
     q/k/v are captured with hooks and the shared ``relation`` loss recomputes the teacher's relations each time.
     Score = mean over batches (weighted by batch size) of the batch's relation loss."""
 
@@ -116,6 +123,7 @@ class ReferenceHeldOutScorer:
 
     @torch.no_grad()
     def __call__(self, superlm, arch: Arch) -> float:
+        """Held-out relation loss of ``arch`` inherited from ``superlm`` (lower is better)."""
         from .objective import subnet_relation_loss
 
         superlm.set_active(arch)
@@ -129,6 +137,7 @@ class ReferenceHeldOutScorer:
         return total / max(1, n)
 
     def score_many(self, superlm, archs) -> dict:
+        """``{arch: score}``, one candidate after the other."""
         return {arch: self(superlm, arch) for arch in archs}
 
 
@@ -146,12 +155,15 @@ class HeldOutScorer:
     - candidates that share hidden size, heads and FFN width share every common prefix of their kept layers
       (:meth:`score_many`), e.g. with ``uniform`` selection from 6 layers, L=4 keeps 0,1,3,4 and L=5 0,1,2,3,4;
     - no autograd (``torch.inference_mode``), nothing extracted, nothing re-tokenized per candidate.
+
+    The relations are those of the shared relation loss (:func:`distiller_nlp.core.losses.relation_loss`): the same
+    :func:`~distiller_nlp.core.losses.scaled_scores` per relation head, padded keys masked out of the softmax (``kl``)
+    or padded pairs out of the squared error (``mse``); only the reduction differs (per sequence, with its weight,
+    instead of per collated batch).
     """
 
     def __init__(self, teacher, batches: list[dict], teacher_layer: int, relation_heads: int, kind: str,
                  autocast_bf16: bool = False, bucket_size: int = 32):
-        from distiller_nlp.core.losses.features import scaled_scores
-
         from .objective import TeacherFeatures
 
         if kind not in ("kl", "mse"):
@@ -165,21 +177,20 @@ class HeldOutScorer:
         for bk in self.buckets:
             with torch.inference_mode(), _autocast(autocast_bf16):
                 tq = {k: v.float() for k, v in features(bk["inputs"]).items()}
-            key_valid = bk["key_valid"]
             bk["teacher"] = {}
             with torch.inference_mode():  # relations in fp32
                 for name in ("q", "k", "v"):
-                    r_t = scaled_scores(tq[name], tq[name], self.relation_heads, truncate=True,
-                                        what="relation (teacher)")
+                    r_t = self._relations(tq[name], "relation (teacher)")
                     if kind == "kl":
-                        log_p_t = torch.log_softmax(r_t.masked_fill(~key_valid, torch.finfo(r_t.dtype).min), -1)
+                        log_p_t = _masked_log_softmax(r_t, bk["key_valid"])
                         # zero rows of padded queries; padded keys have p = exp(min - lse) = 0 already
                         p_t = (log_p_t.exp() * bk["query_valid"]).contiguous()
-                        bk["teacher"][name] = (log_p_t.reshape(-1, *log_p_t.shape[2:]), p_t)
+                        bk["teacher"][name] = (log_p_t, p_t)
                     else:
                         bk["teacher"][name] = r_t.masked_fill(~bk["pair_valid"], 0.0)
 
     def __call__(self, superlm, arch: Arch) -> float:
+        """Held-out relation loss of ``arch`` inherited from ``superlm`` (lower is better)."""
         return self.score_many(superlm, [arch])[arch]
 
     def score_many(self, superlm, archs) -> dict:
@@ -220,31 +231,34 @@ class HeldOutScorer:
             superlm.train(was_training)
         return totals
 
+    def _relations(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """fp32 relations ``(B, relation heads, S, S)`` of one projection output, as the shared relation loss forms
+        them (width truncated to a multiple of the relation heads)."""
+        return scaled_scores(x, x, self.relation_heads, truncate=True, what=what)
+
     def _bucket_score(self, bk: dict, qkv: dict) -> float:
         """Σ over the bucket's sequences of weight × (sum of the relation terms of the sequence)."""
-        from distiller_nlp.core.losses.features import split_heads
-
         per_seq = None
         batch = bk["key_valid"].shape[0]
         for name in ("q", "k", "v"):
-            xh = split_heads(qkv[name], self.relation_heads, truncate=True, what="relation (student)").float()
-            b, h, s, d = xh.shape
-            xh = xh.reshape(b * h, s, d)
+            r_s = self._relations(qkv[name], "relation (student)")
             if self.kind == "kl":
-                # scale and padded-key mask fused into the GEMM: mask + x xᵀ / sqrt(d) (mask = 0 or the fp32 min)
-                r_s = torch.baddbmm(bk["key_add"].expand(b, h, s, s).reshape(b * h, s, s), xh, xh.transpose(1, 2),
-                                    alpha=1.0 / math.sqrt(d))
-                diff = torch.log_softmax(r_s, -1)
+                diff = _masked_log_softmax(r_s, bk["key_valid"])
                 log_p_t, p_t = bk["teacher"][name]
                 torch.sub(log_p_t, diff, out=diff)  # log p_t − log p_s (finite: both are ~min at padded keys)
                 term = torch.bmm(p_t.reshape(batch, 1, -1), diff.reshape(batch, -1, 1)).view(batch).double()
             else:
-                r_s = torch.bmm(xh, xh.transpose(1, 2)).div_(math.sqrt(d)).view(b, h, s, s)
                 r_s.masked_fill_(~bk["pair_valid"], 0.0).sub_(bk["teacher"][name])
                 flat = r_s.reshape(batch, 1, -1)
                 term = torch.bmm(flat, flat.transpose(1, 2)).view(batch).double()
             per_seq = term if per_seq is None else per_seq + term
         return float((per_seq * bk["weight"]).sum())
+
+
+def _masked_log_softmax(scores: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+    """Log-softmax over keys with padded keys set to the dtype's minimum first (the relation loss's masking);
+    ``scores`` is overwritten (it is a fresh tensor at every call site)."""
+    return torch.log_softmax(scores.masked_fill_(~key_valid, torch.finfo(scores.dtype).min), -1)
 
 
 def _autocast(bf16: bool):
@@ -290,8 +304,6 @@ def _length_buckets(batches: list[dict], kind: str, relation_heads: int, bucket_
             "inputs": inputs,
             "key_valid": valid[:, None, None, :],
             "query_valid": valid[:, None, :, None].float(),
-            "key_add": torch.zeros(len(chunk), 1, 1, seq).masked_fill(~valid[:, None, None, :],
-                                                                       torch.finfo(torch.float32).min),
             "pair_valid": valid[:, None, :, None] & valid[:, None, None, :],
             "weight": torch.tensor([r[1] for r in chunk], dtype=torch.float64),
         })
@@ -398,18 +410,19 @@ def _plot(path: str, candidates: list[Candidate], budget: float, chosen: Candida
 
 
 def _write_csv(path: str, candidates: list[Candidate]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """``candidates.csv``: one :meth:`Candidate.row` per candidate, written atomically."""
     rows = [c.row() for c in candidates]
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     """Run the search described by ``cfg`` (see the module docstring); returns the metrics written to
-    ``metrics.json`` (chosen arch, its FLOPs/params/score, budget, teacher FLOPs, candidate counts, runtime)."""
+    ``metrics.json`` (chosen arch, its FLOPs/params/score, budget, teacher FLOPs, candidate counts, runtime). Every
+    file appears atomically, and only the main process writes (:func:`distiller_nlp.core.rundir.is_main_process`)."""
     from transformers import AutoConfig, AutoModel
 
     from distiller_nlp.core.engine import resolve_precision
@@ -499,9 +512,12 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     chosen = min(scored, key=lambda c: (c.score, c.flops))
     superlm, _, _ = load_superlm(chosen.superlm)
     student = superlm.extract(chosen.arch)
-    save_student(student, tokenizer, os.path.join(cfg.output_dir, "student"), require_builtin=chosen.arch.is_plain_bert)
-    _write_csv(os.path.join(cfg.output_dir, "candidates.csv"), candidates)
-    _plot(os.path.join(cfg.output_dir, "pareto.png"), candidates, budget, chosen)
+    main = is_main_process()
+    if main:
+        save_student(student, tokenizer, os.path.join(cfg.output_dir, "student"),
+                     require_builtin=chosen.arch.is_plain_bert)
+        _write_csv(os.path.join(cfg.output_dir, "candidates.csv"), candidates)
+        _plot(os.path.join(cfg.output_dir, "pareto.png"), candidates, budget, chosen)
     metrics = {
         "chosen_superlm": chosen.superlm, "chosen_subspace": chosen.subspace, **{f"chosen_{k}": v for k, v in
                                                                                chosen.arch.to_dict().items()},
@@ -514,5 +530,6 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
         "score_cpu_s": round(score_cpu, 3), "torch_threads": torch.get_num_threads(),
         "search_runtime_s": round(time.perf_counter() - t_start, 3), "unit": "FLOPs = 2 x multiply-adds",
     }
-    write_json_atomic(os.path.join(cfg.output_dir, "metrics.json"), metrics)
+    if main:
+        write_json_atomic(os.path.join(cfg.output_dir, "metrics.json"), metrics)
     return metrics

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.rundir import write_text_atomic
 
-from .space import Arch, SubSpace
+from .subspaces import Arch, SubSpace
 
 __all__ = ["SuperLM", "layer_map", "save_superlm", "load_superlm", "SUPERLM_FILE", "LAYER_SELECTIONS"]
 
@@ -63,10 +64,12 @@ class ElasticLinear(nn.Linear):
         self.active_in, self.active_out = in_features, out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W[:out, :in]ᵀ + b[:out]``."""
         bias = self.bias[: self.active_out] if self.bias is not None else None
         return F.linear(x, self.weight[: self.active_out, : self.active_in], bias)
 
     def active_state(self) -> dict:
+        """The active slices of ``weight`` (and ``bias``), as views."""
         out = {"weight": self.weight[: self.active_out, : self.active_in]}
         if self.bias is not None:
             out["bias"] = self.bias[: self.active_out]
@@ -81,10 +84,12 @@ class ElasticLayerNorm(nn.LayerNorm):
         self.active = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm of ``x`` (last dim = ``active``) with the leading affine slices."""
         a = self.active
         return F.layer_norm(x, (a,), self.weight[:a], self.bias[:a], self.eps)
 
     def active_state(self) -> dict:
+        """The active slices of ``weight`` and ``bias``, as views."""
         return {"weight": self.weight[: self.active], "bias": self.bias[: self.active]}
 
 
@@ -96,9 +101,11 @@ class ElasticEmbedding(nn.Embedding):
         self.active = dim
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Vectors of ``ids``, cut to their first ``active`` dimensions."""
         return F.embedding(ids, self.weight[:, : self.active], self.padding_idx)
 
     def active_state(self) -> dict:
+        """The active columns of the table, as a view."""
         return {"weight": self.weight[:, : self.active]}
 
 
@@ -116,6 +123,8 @@ class _Box(nn.Module):
 
 
 class SuperEmbeddings(nn.Module):
+    """BERT's embeddings (word + token type + position, LayerNorm, dropout) over elastic tables."""
+
     def __init__(self, config):
         super().__init__()
         H = config.hidden_size
@@ -126,6 +135,7 @@ class SuperEmbeddings(nn.Module):
         self.dropout = config.hidden_dropout_prob
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(B, S, active hidden)`` embeddings; positions are ``0..S-1``, token types default to 0."""
         seq = input_ids.shape[1]
         positions = torch.arange(seq, device=input_ids.device).unsqueeze(0)
         if token_type_ids is None:
@@ -136,6 +146,9 @@ class SuperEmbeddings(nn.Module):
 
 
 class SuperLayer(nn.Module):
+    """One elastic BERT encoder layer (post-LayerNorm self-attention and FFN) under BERT's module names; the active
+    head count is ``heads``, the head dim fixed."""
+
     def __init__(self, config, head_dim: int):
         super().__init__()
         from transformers.activations import ACT2FN
@@ -156,6 +169,8 @@ class SuperLayer(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The layer's output for ``x`` ``(B, S, H)``; ``mask`` is an additive ``(B, 1, 1, S)`` attention mask or
+        None."""
         sa = self.attention.self
         b, s, _ = x.shape
 
@@ -241,9 +256,11 @@ class SuperLM(nn.Module):
     # ---------------------------------------------------------------------------------------- active subnet
     @property
     def max_layers(self) -> int:
+        """Encoder layers of the SuperLM (the teacher's)."""
         return self.config.num_hidden_layers
 
     def max_arch(self) -> Arch:
+        """The largest subnet: the teacher's own shape."""
         c = self.config
         return Arch(c.num_hidden_layers, c.hidden_size, c.num_attention_heads,
                     c.intermediate_size / c.hidden_size, self.head_dim)
@@ -395,11 +412,7 @@ def save_superlm(superlm: SuperLM, directory: str, space: Optional[SubSpace] = N
     os.replace(tmp, os.path.join(directory, WEIGHTS_FILE))
     meta = {"layer_selection": superlm.layer_selection, "head_dim": superlm.head_dim,
             "space": space.to_dict() if space is not None else None, **(extra or {})}
-    tmp = os.path.join(directory, f".{SUPERLM_FILE}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, os.path.join(directory, SUPERLM_FILE))
+    write_text_atomic(os.path.join(directory, SUPERLM_FILE), json.dumps(meta, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     return directory

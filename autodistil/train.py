@@ -22,7 +22,7 @@ from distiller_nlp.core.errors import DistillerError
 from .config import TrainSuperLMConfig
 from .sampling import SAMPLERS, sample_subnets
 from .objective import TeacherFeatures, subnet_relation_loss
-from .space import Arch, SubSpace, resolve_spaces
+from .subspaces import Arch, SubSpace, resolve_spaces
 from .superlm import SUPERLM_FILE, SuperLM, save_superlm
 
 logger = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ import time
 import autodistil  # noqa: F401  (registers autodistil_bert)
 from autodistil.config import SearchConfig
 from autodistil.search import search
-from autodistil.space import Arch, parse_arch
+from autodistil.subspaces import Arch, parse_arch
 from distiller_nlp.config import DataConfig, FinetuneConfig
 from distiller_nlp.core.train_args import TrainArgs
 from distiller_nlp.core.config import load_config

@@ -80,13 +80,13 @@ def uskd_overhead(repeats=8, batch=64):
     import torch
 
     from vision_kd.data import CLASSIFICATION
-    from vision_kd.methods import get_method
+    from vision_kd.methods import MethodContext, get_method
     from vision_kd.models import build_model
     from types import SimpleNamespace
 
     torch.set_num_threads(1)
-    data = SimpleNamespace(task=CLASSIFICATION, num_outputs=100)
-    ctx = SimpleNamespace(data=data, batches_per_epoch=1, online_teacher=None, synthetic_teacher_logits=None)
+    data = SimpleNamespace(task=CLASSIFICATION, num_outputs=100)  # the two fields these methods read
+    ctx = MethodContext(data=data, batches_per_epoch=1)
     g = torch.Generator().manual_seed(0)
     batch_ = {"pixel_values": torch.randn(batch, 3, 32, 32, generator=g),
               "labels": torch.randint(0, 100, (batch,), generator=g)}

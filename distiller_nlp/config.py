@@ -33,6 +33,7 @@ from typing import Optional
 
 from distiller_nlp.core.config import option, parse_set_option
 from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.schedules import KINDS as SCHEDULE_KINDS
 from distiller_nlp.core.train_args import TrainArgs
 
 __all__ = ["MatchConfig", "MappingConfig", "ScheduleConfig", "KDConfig", "AugmentConfig", "DataConfig",
@@ -131,7 +132,7 @@ class ScheduleConfig:
     ``linear``: start + (final − start)·p; ``cosine``: start + (final − start)·(1 − cos πp)/2; ``constant``: start.
     """
 
-    kind: str = option("constant", help="constant | linear | cosine")
+    kind: str = option("constant", help="{choices}", choices=SCHEDULE_KINDS)
     final: Optional[float] = option(None, help="the value at the end of training")
 
 

@@ -5,7 +5,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from autodistil.search import HeldOutScorer, ReferenceHeldOutScorer
-from autodistil.space import SubSpace
+from autodistil.subspaces import SubSpace
 from autodistil.superlm import SuperLM
 
 CFG = dict(vocab_size=120, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,

@@ -1,8 +1,8 @@
-"""autodistil.space: built-in sub-spaces exactly as issue 4 lists them, YAML user spaces, plain-BERT restriction."""
+"""autodistil.subspaces: the built-in sub-spaces, YAML user spaces, the plain-BERT restriction, the arch grammar."""
 
 import pytest
 
-from autodistil.space import BUILTIN_SPACES, Arch, SubSpace, get_space, load_space, parse_arch, resolve_spaces
+from autodistil.subspaces import BUILTIN_SPACES, Arch, SubSpace, get_space, load_space, parse_arch, resolve_spaces
 from autodistil.superlm import layer_map
 from distiller_nlp.core.flops import encoder_flops
 from distiller_nlp.core.errors import DistillerError
@@ -70,8 +70,22 @@ def test_resolve_all_and_parse_arch():
         parse_arch("layers=4,width=3")
 
 
+def test_parse_arch_reads_the_shape_grammar():
+    assert parse_arch("L=4,H=192,A=6,R=3,d=32") == Arch(4, 192, 6, 3.0, 32)
+    assert parse_arch({"layers": "2", "hidden": "64", "heads": "2", "mlp_ratio": "1.5", "head_dim": "32"}) == Arch(
+        2, 64, 2, 1.5, 32)
+    with pytest.raises(DistillerError, match="given twice"):
+        parse_arch("layers=4,L=3,hidden=192,heads=6,mlp_ratio=3")
+    with pytest.raises(DistillerError, match="misses key"):
+        parse_arch("layers=4,hidden=192")
+    with pytest.raises(DistillerError, match="is not key=value"):
+        parse_arch("layers=4,hidden")
+    with pytest.raises(DistillerError, match="cannot read an architecture"):
+        parse_arch(42)
+
+
 def test_layer_maps():
-    # AutoDistil/DynaBERT uniform depth (seeds_nlp.md B.3) and first-k
+    # AutoDistil/DynaBERT uniform depth (keep floor(i·L_max/L)) and first-k
     assert layer_map(9, 12) == [0, 1, 2, 4, 5, 6, 8, 9, 10]
     assert layer_map(4, 12) == [0, 3, 6, 9]
     assert layer_map(7, 12) == [0, 1, 3, 5, 6, 8, 10]

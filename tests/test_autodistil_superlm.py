@@ -5,12 +5,12 @@ import torch
 from transformers import AutoModel, BertConfig, BertModel
 
 import autodistil  # noqa: F401  (registers autodistil_bert)
-from autodistil.flops import analytic_flops, measure_flops
 from autodistil.objective import TeacherFeatures, subnet_relation_loss
-from autodistil.space import Arch, SubSpace
+from autodistil.subspaces import Arch, SubSpace
 from autodistil.superlm import SuperLM, load_superlm, save_superlm
 from autodistil.train import SuperLMTrainer, sample_subnets
 from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.flops import count_flops_with_torch
 
 CFG = dict(vocab_size=120, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
            max_position_embeddings=40)
@@ -20,7 +20,7 @@ SPACE = SubSpace("tiny-test", (1, 2, 3), (2, 3, 4), (32, 48, 64), (1.0, 2.0), 16
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Tiny ops on a shared 2-core machine: one intra-op thread is ~50x faster than two busy-waiting ones."""
+    """One intra-op thread: the ops here are tiny, and several threads would mostly wait on each other."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -93,6 +93,22 @@ def test_check_fits(teacher):
         slm.set_active(Arch(2, 64, 2, 3.0, 16))
 
 
+def measure_flops(model: torch.nn.Module, seq_len: int) -> int:
+    """Measured encoder FLOPs of ``model`` (a BERT-like model, or a SuperLM with its active subnet) over one
+    ``seq_len``-token sequence: :func:`count_flops_with_torch` of one eval-mode forward (CPU SDPA counted), less the
+    pooler's dense layer (2·H²) that a ``BertModel``'s forward also runs."""
+    ids = torch.ones((1, seq_len), dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    try:
+        flops = count_flops_with_torch(model, input_ids=ids, attention_mask=torch.ones_like(ids))
+    finally:
+        model.train(was_training)
+    if isinstance(model, BertModel) and model.pooler is not None:
+        flops -= 2 * model.config.hidden_size ** 2
+    return flops
+
+
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 def test_flops_analytic_equals_measured(impl):
     cfg = BertConfig(**CFG)
@@ -103,7 +119,7 @@ def test_flops_analytic_equals_measured(impl):
         slm.set_active(arch)
         student = slm.extract()
         student.config._attn_implementation = impl
-        expected = analytic_flops(arch, 32)
+        expected = arch.flops(32)
         for measured in (measure_flops(student, 32), measure_flops(slm, 32)):
             assert abs(measured - expected) <= 0.005 * expected
 

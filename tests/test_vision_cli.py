@@ -152,7 +152,7 @@ def test_importing_vision_kd_is_light():
 def test_every_recipe_loads_and_its_params_resolve():
     from distiller_nlp.core.config import load_config
     from vision_kd.config import VisionConfig
-    from vision_kd.data import FAMILIES
+    from vision_kd.data import dataset_family
     from vision_kd.methods import get_method
 
     folder = os.path.join(ROOT, "recipes", "vision")
@@ -162,7 +162,7 @@ def test_every_recipe_loads_and_its_params_resolve():
     for name in names:
         path = os.path.join(folder, name)
         cfg = load_config(VisionConfig, path)
-        get_method(cfg.method).resolve_params(cfg.params, FAMILIES.get(cfg.dataset, ""), path)
+        get_method(cfg.method).resolve_params(cfg.params, dataset_family(cfg.dataset), path)
         methods.add(cfg.method)
     assert methods >= {"ce", "kd", "dkd", "nkd", "uskd", "bdkd", "lwkd", "landmark_kd"}
 

@@ -1,14 +1,12 @@
 """vision_kd models, data and methods without the CLI: shapes, a saved teacher reloads, splits are stratified and
 seeded, the ASM smoother, and every method's training loss falls over a few dozen steps on digits."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from distiller_nlp.core.errors import DistillerError
 from vision_kd.data import ASM, load_digits_data, load_landmark_data, load_synthetic_data, stratified_split
-from vision_kd.methods import METHODS, get_method
+from vision_kd.methods import METHODS, MethodContext, get_method
 from vision_kd.models import ARCHS, build_model, load_model, parse_arch, save_model
 
 
@@ -129,9 +127,8 @@ def digits_teacher(digits):
     return teacher.eval()
 
 
-def _ctx(data, **kw):
-    base = dict(data=data, batches_per_epoch=17, online_teacher=None, synthetic_teacher_logits=None)
-    return SimpleNamespace(**{**base, **kw})
+def _ctx(data):
+    return MethodContext(data=data, batches_per_epoch=17)
 
 
 @pytest.mark.parametrize("name", ["ce", "kd", "dkd", "nkd", "uskd", "bdkd", "lwkd"])
@@ -147,7 +144,7 @@ def test_each_method_training_loss_falls_on_digits(name, digits, digits_teacher)
         # a synthetic-data teacher's outputs: class c most likely on samples of class c, instance noise
         kw["synthetic_teacher_logits"] = 4 * torch.eye(10)[:, None, :] + torch.randn(10, 8, 10)
     student = build_model("mlp_small", 1, 8, 10, seed=1)
-    module = cls(student, params, _ctx(digits, **kw))
+    module = cls(student, params, _ctx(digits), **kw)
     run, _ = offline_teachers({"teacher": digits_teacher})
 
     def prepare(batch):

@@ -52,6 +52,7 @@ class VisionModel(nn.Module):
         self.spec: dict = {}
 
     def check_input(self, x: torch.Tensor) -> None:
+        """Raise a :class:`DistillerError` unless ``x`` is a batch of images of the model's input shape."""
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise DistillerError(
@@ -63,6 +64,9 @@ class VisionModel(nn.Module):
 # ------------------------------------------------------------------------------------------------------ MLP / CNN
 
 class MLP(VisionModel):
+    """Flattened image → ReLU hidden layers (``hidden``, with ``dropout``) → head; ``mid`` is the first hidden
+    layer's output, ``feature`` the last one's."""
+
     def __init__(self, in_channels, image_size, num_outputs, hidden=(256, 256), dropout: float = 0.0):
         super().__init__(in_channels, image_size, num_outputs)
         hidden = [int(h) for h in (hidden if isinstance(hidden, (list, tuple)) else [hidden])]
@@ -76,6 +80,7 @@ class MLP(VisionModel):
         self.feature_dim = hidden[-1]
 
     def forward(self, x):
+        """``{"logits", "feature", "mid"}`` of images ``x`` (B, C, H, W)."""
         h = x.flatten(1)
         mid = None
         for layer in self.layers:
@@ -102,6 +107,7 @@ class SmallCNN(VisionModel):
         self.mid_dim = 2 * w
 
     def forward(self, x):
+        """``{"logits", "feature", "mid"}`` of images ``x`` (B, C, H, W)."""
         h = self.conv2(self.conv1(x))
         mid = h.mean(dim=(2, 3))
         h = self.conv3(F.max_pool2d(h, 2) if h.shape[-1] >= 2 else h)
@@ -112,6 +118,8 @@ class SmallCNN(VisionModel):
 # ------------------------------------------------------------------------------------------------------ ResNet
 
 class BasicBlock(nn.Module):
+    """Two 3×3 conv + BatchNorm layers with a residual connection (1×1 projection when the shape changes)."""
+
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
@@ -123,6 +131,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x):
+        """The block's output feature map."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -152,6 +161,7 @@ class CifarResNet(VisionModel):
         self.feature_dim = widths[3]
 
     def forward(self, x):
+        """``{"logits", "feature", "mid"}`` of images ``x`` (B, C, H, W)."""
         h = self.stem(x)
         h = self.stages[0](h)
         h = self.stages[1](h)
@@ -164,6 +174,8 @@ class CifarResNet(VisionModel):
 # ------------------------------------------------------------------------------------------------------ tiny ViT
 
 class ViTBlock(nn.Module):
+    """A pre-norm Transformer block: multi-head self-attention and a GELU MLP, each with a residual connection."""
+
     def __init__(self, dim: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
@@ -173,6 +185,7 @@ class ViTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x):
+        """The block applied to tokens ``x`` (B, N, dim)."""
         h = self.norm1(x)
         x = x + self.attn(h, h, h, need_weights=False)[0]
         return x + self.mlp(self.norm2(x))
@@ -200,6 +213,7 @@ class TinyViT(VisionModel):
         self.feature_dim = dim
 
     def forward(self, x):
+        """``{"logits", "feature", "mid"}`` of images ``x`` (B, C, H, W)."""
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
         tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1) + self.pos
         mid = None
@@ -233,6 +247,7 @@ class TimmModel(VisionModel):
         self.feature_dim = self.mid_dim = int(self.net.num_features)
 
     def forward(self, x):
+        """``{"logits", "feature", "mid"}`` of images ``x`` (B, C, H, W)."""
         feature = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
         return {"logits": self.net.get_classifier()(feature), "feature": feature, "mid": feature}
 
@@ -311,6 +326,7 @@ def save_model(model: VisionModel, directory: str, extra: dict | None = None) ->
 
 
 def read_spec(directory: str) -> dict:
+    """The ``vision_model.json`` of a saved model directory (a directory without both files is an error)."""
     path = os.path.join(directory, SPEC_FILE)
     if not os.path.isfile(path) or not os.path.isfile(os.path.join(directory, MODEL_FILE)):
         raise DistillerError(f"{directory} is not a saved vision_kd model (needs {SPEC_FILE} and {MODEL_FILE})")
@@ -333,6 +349,7 @@ def load_model(directory: str) -> VisionModel:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of parameters (trainable or not) of ``model``."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -4,10 +4,15 @@
   ``prepare_batch`` under ``no_grad`` + autocast and adds ``batch[f"{role}_logits"]`` for every teacher role.
 - **cached teacher outputs**: :func:`cache_teacher_outputs` computes those columns once for a training set without
   augmentation (a frozen teacher in eval mode gives the same outputs every epoch) and adds them to the dataset, so the
-  teacher never runs during training.
+  teacher never runs during training. :mod:`vision_kd.train` uses it whenever the training set is not augmented, and
+  the live offline path otherwise.
 - **self** (USKD) and **online co-training** (BD-KD): nothing to add — everything trained lives in the method module.
 - **adversarial** (LW-KD): one summed loss and one step; :func:`frozen_call` evaluates the discriminator with
-  detached parameters for the generator's term so each player only moves its own parameters.
+  detached parameters for the generator's term so each player only moves its own parameters. LW-KD's soft targets
+  are teacher outputs computed once with :func:`teacher_outputs`.
+
+Which strategy a method follows is its ``strategy`` attribute (shown by ``vision-kd list``); the pieces here know
+nothing about methods.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch.nn as nn
 def offline_teachers(teachers: dict[str, nn.Module]):
     """``prepare_batch`` adding ``{role}_logits`` from live frozen teachers, and the list to pass as ``frozen``."""
     def prepare_batch(batch):
+        """The batch with ``{role}_logits`` added for every teacher whose outputs it does not already hold."""
         batch = dict(batch)
         for role, teacher in teachers.items():
             key = f"{role}_logits"

@@ -125,6 +125,7 @@ class BackTranslationAugmenter:
         return out
 
     def augment(self, texts: Sequence[str], rngs: Sequence[np.random.Generator]) -> list[str]:
+        """Augmented copies of ``texts``; ``rngs[i]`` is example i's random stream."""
         out = list(texts)
         chosen, fwd_seeds, bwd_seeds = [], [], []
         for i, (text, rng) in enumerate(zip(texts, rngs)):

@@ -116,6 +116,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def pick_device(device: str) -> str:
+    """``cuda`` when asked for ``auto`` and a GPU is present, else the given device (default cpu)."""
     if device == "auto":
         import torch
 
@@ -124,6 +125,7 @@ def pick_device(device: str) -> str:
 
 
 def check_positive(stage: str, **values) -> None:
+    """Each named value must be a positive number (one-line error naming the stage and parameter)."""
     for k, v in values.items():
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
             raise DistillerError(f"{stage} augmenter: {k} must be a positive number, got {v!r}")
@@ -250,6 +252,7 @@ class ContextualAugmenter:
         return spans, chosen
 
     def augment(self, texts: Sequence[str], rngs: Sequence[np.random.Generator]) -> list[str]:
+        """Augmented copies of ``texts``; ``rngs[i]`` is example i's random stream."""
         import torch
 
         plans = [self._plan(t, rng) for t, rng in zip(texts, rngs)]

@@ -50,6 +50,7 @@ class AugmentedTrainSet:
         return self._rounds[r]
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the augmented copies of epoch ``epoch`` (regenerated every ``reaug_every`` epochs)."""
         r = int(epoch) // self.reaug_every if self.reaug_every > 0 else 0
         if r != self.round:
             logger.info("augmentation: regenerating copies (round %d, epoch %d)", r, epoch)

@@ -96,4 +96,5 @@ class RandomWordAugmenter:
         return " ".join(words)
 
     def augment(self, texts: Sequence[str], rngs: Sequence[np.random.Generator]) -> list[str]:
+        """Augmented copies of ``texts``; ``rngs[i]`` is example i's random stream."""
         return [self._one(t, rng) for t, rng in zip(texts, rngs)]

@@ -176,6 +176,7 @@ class OptunaReporter(Callback):
         self.metric = metric
 
     def on_evaluate(self, engine, metrics: dict) -> None:
+        """Report the dev score; raise ``optuna.TrialPruned`` when the pruner stops the trial."""
         import optuna
 
         value = metrics.get(f"eval_{self.metric}")

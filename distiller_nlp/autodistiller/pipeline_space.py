@@ -104,6 +104,7 @@ class ParamSpec:
 
     @property
     def fixed(self) -> bool:
+        """True when the parameter has a fixed value (no choices, no range)."""
         return self.choices is None and self.low is None
 
     def contains(self, value: Any) -> bool:
@@ -163,6 +164,7 @@ class SearchSpace:
         return out
 
     def sample(self, rng: np.random.Generator) -> dict:
+        """One pipeline drawn from the space with ``rng`` (inactive parameters omitted)."""
         out: dict = {}
         for name in self._order():
             if is_active(name, out):
@@ -189,6 +191,7 @@ class SearchSpace:
         return out
 
     def to_dict(self) -> dict:
+        """The space as the mapping a space file holds."""
         d = {}
         for name, s in self.params.items():
             if s.choices is not None:

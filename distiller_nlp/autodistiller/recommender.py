@@ -143,6 +143,7 @@ class RatioModel:
         return self
 
     def predict(self, context: dict, pipelines: list) -> np.ndarray:
+        """Predicted score ratios of ``pipelines`` in the dataset ``context``."""
         import pandas as pd
 
         X, cols = feature_matrix([context], pipelines)
@@ -206,6 +207,7 @@ def rule_pipeline(context: dict, available_stages: list, base_params: dict) -> t
 # ------------------------------------------------------------------------------------------------ recommend
 
 def available_stages(cfg) -> list:
+    """The augmentation stages this recipe can run here (a stage whose model is missing offline is left out)."""
     from distiller_nlp.augment import build_augmenter, list_augmenters
 
     ok = []

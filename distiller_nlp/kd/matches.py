@@ -31,6 +31,7 @@ class ResolvedMatch:
 
     @property
     def name(self) -> str:
+        """The name the match's loss is logged under, e.g. ``hidden_mse/S2-T4``."""
         return f"{self.loss}/S{self.layer_S}-T{self.layer_T}"
 
 
@@ -51,7 +52,7 @@ def config_heads(config) -> int:
 
 def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = "config") -> list[ResolvedMatch]:
     """Expand ``kd.mapping`` and validate ``kd.intermediate`` into concrete (teacher layer, student layer) matches."""
-    from distiller_nlp.kd.mapping import layer_mapping
+    from distiller_nlp.kd.mapping import MAPPING_STRATEGIES, layer_mapping
 
     lt, ls = config_layers(teacher_config), config_layers(student_config)
     out: list[ResolvedMatch] = []
@@ -82,20 +83,20 @@ def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = 
         mp = kd.mapping
         as_match = MatchConfig(feature=mp.feature, loss=mp.loss, weight=mp.weight, proj=mp.proj, params=mp.params)
         check(as_match, "kd.mapping")
-        if mp.strategy not in ("skip", "last", "emd"):
-            raise DistillerError(f"kd.mapping.strategy '{mp.strategy}' in {source} must be skip, last or emd")
+        if mp.strategy not in MAPPING_STRATEGIES:
+            raise DistillerError(f"kd.mapping.strategy '{mp.strategy}' in {source} must be one of "
+                                 f"{', '.join(MAPPING_STRATEGIES.names())}")
         params = {k: v for k, v in mp.params.items() if k != "emd_temperature"}
-        if mp.strategy == "emd":
-            # BERT-EMD: every student layer against every teacher layer (1..L), weighted by the transport plan;
-            # the embeddings (hidden layer 0) are matched directly.
+        if MAPPING_STRATEGIES.meta(mp.strategy).get("transport"):
+            # EMD: the strategy's pairs form the cost matrix, weighted by the transport plan; the embeddings (hidden
+            # layer 0) are matched directly.
             if mp.feature == "hidden" and mp.include_embeddings:
                 out.append(ResolvedMatch(0, 0, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
                                          module_key="mapping" if mp.loss == "mi_alpha" else "mapping_S0"))
-            for s in range(1, ls + 1):
-                for t in range(1, lt + 1):
-                    key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
-                    out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
-                                             module_key=key, emd=True))
+            for t, s in MAPPING_STRATEGIES.get(mp.strategy)(lt, ls, mp.feature):
+                key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
+                out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
+                                         module_key=key, emd=True))
             return out
         pairs = layer_mapping(mp.strategy, lt, ls, feature=mp.feature)
         for t, s in pairs:

@@ -125,18 +125,22 @@ class DistillModule(nn.Module):
 
     @property
     def teacher_hidden_layers(self) -> list[int]:
+        """Teacher layers whose hidden states the matches read."""
         return sorted({m.layer_T for m in self.matches if m.feature == "hidden"})
 
     @property
     def teacher_qkv_layers(self) -> list[int]:
+        """Teacher layers whose queries/keys the attention matches read."""
         return sorted({m.layer_T for m in self.matches if m.feature == "attention_scores"})
 
     @property
     def needs_teacher_logits(self) -> bool:
+        """Whether the prediction loss needs the teacher's logits."""
         return self._pred_fn is not None and (self.kd.kd_weight != 0 or "kd_weight" in self.kd.schedules)
 
     @property
     def needs_teacher(self) -> bool:
+        """Whether anything in the objective needs the teacher."""
         return self.needs_teacher_logits or bool(self.matches)
 
     def set_eval_teacher(self, runner) -> None:
@@ -177,6 +181,7 @@ class DistillModule(nn.Module):
         return self._fns[m.loss](qkv_s["q"], qkv_s["k"], qkv_t["q"], qkv_t["k"], mask, num_heads=num_heads, **params)
 
     def forward(self, batch: dict) -> dict:
+        """The KD loss of a batch holding the teacher outputs: ``{"loss": total, <term name>: value, ...}``."""
         kd = self.kd
         labels = batch["labels"]
         mixed = "mix_lambda" in batch

@@ -74,6 +74,7 @@ def cache_key(teacher_fp: str, data_fp: str, hidden_layers: Iterable[int] = (), 
 
 
 def hidden_column(layer: int) -> str:
+    """The dataset column holding the cached hidden states of teacher layer ``layer``."""
     return f"{HIDDEN_PREFIX}{int(layer)}"
 
 
@@ -173,10 +174,12 @@ def load_teacher_cache(directory: str, expected_key: str):
 
 
 def is_teacher_column(name: str) -> bool:
+    """True for a column of cached teacher outputs."""
     return name == LOGITS or name.startswith(HIDDEN_PREFIX)
 
 
 def teacher_columns(dataset) -> list[str]:
+    """The cached-teacher columns of ``dataset``."""
     return [c for c in dataset.column_names if is_teacher_column(c)]
 
 
@@ -233,6 +236,7 @@ def cache_problem(run) -> Optional[str]:
 
 
 def cache_key_for(run) -> str:
+    """The cache key of a prepared run: teacher fingerprint, training-data fingerprint, hidden layers, dtype."""
     return cache_key(teacher_fingerprint(run.teacher_path), run.tok["train"]._fingerprint,
                      run.module.teacher_hidden_layers, dtype=run.cache_dtype)
 

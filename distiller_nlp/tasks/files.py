@@ -34,6 +34,8 @@ SPLIT_FILE_STEMS: dict[str, tuple[str, ...]] = {
 # Local files
 # --------------------------------------------------------------------------------------------------------------------
 def find_split_files(data_dir: Path, spec: TaskSpec) -> dict[str, Path]:
+    """``{split: path}`` of the task's split files in ``data_dir`` (first matching stem wins; two files for one
+    split are an error)."""
     files: dict[str, Path] = {}
     used: set[Path] = set()
     for split in spec.splits:

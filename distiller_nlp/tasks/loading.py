@@ -31,6 +31,7 @@ from distiller_nlp.tasks.splits import subset
 logger = logging.getLogger(__name__)
 
 def load_hub(spec: TaskSpec):
+    """The task's Hub dataset (``datasets.load_dataset``); a miss is a one-line error naming the task."""
     import datasets
 
     try:

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 # Small helpers
 # --------------------------------------------------------------------------------------------------------------------
 def is_missing(v: Any) -> bool:
+    """True for None, NaN and blank strings (a cell without a value)."""
     if v is None:
         return True
     if isinstance(v, float) and math.isnan(v):
@@ -27,6 +28,7 @@ def is_missing(v: Any) -> bool:
 
 
 def clean_text(v: Any) -> str:
+    """A cell as stripped text (missing → empty)."""
     if is_missing(v):
         return ""
     return str(v).strip()
@@ -55,6 +57,7 @@ def _pick_column(
 
 
 def parse_number(v: Any) -> float | None:
+    """The cell as a float, or None when it is not a number."""
     if isinstance(v, bool):
         return float(v)
     if isinstance(v, (int, float, np.integer, np.floating)):
@@ -204,6 +207,8 @@ def infer_custom_spec(
     name: str, train_ds, source: str, text_column: str, text_pair_column: str | None, label_column: str,
     regression: bool | None,
 ) -> TaskSpec:
+    """The :class:`TaskSpec` of custom data, inferred from its training split's label column (integer or string
+    labels → classification, other numbers → regression)."""
     cols = list(train_ds.column_names)
     for col, what in ((text_column, "text"), (text_pair_column, "text pair"), (label_column, "label")):
         if col is not None and col not in cols:

@@ -182,6 +182,7 @@ def _class_label(names: Sequence[str]):
 
 
 def task_features(spec: TaskSpec):
+    """The normalized ``datasets.Features`` of a task: ``text`` [, ``text_pair``], ``label`` (ClassLabel or float32)."""
     import datasets
 
     feats = {TEXT: datasets.Value("string")}

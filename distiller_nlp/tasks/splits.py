@@ -95,6 +95,7 @@ def dedup_majority(texts: Sequence[str], labels: Sequence[int], confidence: Sequ
 
 
 def subset(ds, n: int, seed: int, spec: TaskSpec):
+    """A seeded subset of ``n`` rows: stratified for labelled classification splits, random otherwise."""
     if len(ds) <= n:
         return ds
     labels = np.asarray(ds[LABEL][:])  # Column[:] is a fast list (iterating a Column is row by row)

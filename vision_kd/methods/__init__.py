@@ -1,4 +1,4 @@
-"""Vision KD methods, one file each; ``METHODS`` maps the ``--method`` name to its class.
+"""Vision KD methods, one file each, registered in ``METHODS`` (``--method`` name → class).
 
 =================  ==================  =====================================================================
 name               strategy            losses (from ``distiller_nlp.core.losses``)
@@ -12,29 +12,24 @@ name               strategy            losses (from ``distiller_nlp.core.losses`
 ``lwkd``           adversarial         ``hard_ce`` + ``kd`` from a synthetic-data teacher + GAN term
 ``landmark_kd``    offline, 2 teachers ``landmark_kd`` (main + ALoss tough + ALoss tolerant)
 =================  ==================  =====================================================================
+
+A new method is one ``@METHODS.register(name)`` class in one file (see :mod:`vision_kd.methods.base`) and one import
+line below.
 """
 
 from __future__ import annotations
 
-from distiller_nlp.core.errors import DistillerError
+from .base import METHODS, Method, MethodContext, get_method
 
-from .base import Method
-from .bdkd import BDKD
+# Each import registers its method; this order is the order of ``vision-kd list`` and the ``--method`` help.
 from .ce import CE
-from .dkd import DKD
 from .kd import KD
-from .landmark_kd import LandmarkKD
-from .lwkd import LWKD
+from .dkd import DKD
 from .nkd import NKD
 from .uskd import USKD
+from .bdkd import BDKD
+from .lwkd import LWKD
+from .landmark_kd import LandmarkKD
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (CE, KD, DKD, NKD, USKD, BDKD, LWKD, LandmarkKD)}
-
-
-def get_method(name: str) -> type[Method]:
-    if name not in METHODS:
-        raise DistillerError(f"unknown method '{name}'; known methods: {', '.join(METHODS)}")
-    return METHODS[name]
-
-
-__all__ = ["METHODS", "Method", "get_method", "CE", "KD", "DKD", "NKD", "USKD", "BDKD", "LWKD", "LandmarkKD"]
+__all__ = ["METHODS", "Method", "MethodContext", "get_method", "CE", "KD", "DKD", "NKD", "USKD", "BDKD", "LWKD",
+           "LandmarkKD"]

@@ -8,21 +8,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distiller_nlp.core.losses import hard_ce_loss, logits_mse_loss
+from distiller_nlp.core.config import option
 from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.losses import hard_ce_loss, logits_mse_loss
 
 from vision_kd.data import CLASSIFICATION, LANDMARKS
 
-from .base import Method
+from .base import METHODS, Method
 
 
 @dataclass
 class CEParams:
-    target: str = "gt"  # landmarks only: gt | asm
+    """Hyper-parameters of ``ce``."""
+
+    target: str = option("gt", help="landmarks only: regress the ground truth (gt) or the ASM-smoothed shapes (asm)")
 
 
+@METHODS.register("ce")
 class CE(Method):
-    name = "ce"
+    """Supervised training of the model alone: cross-entropy, or MSE on landmark coordinates."""
+
     Params = CEParams
     tasks = (CLASSIFICATION, LANDMARKS)
 
@@ -34,6 +39,7 @@ class CE(Method):
             raise DistillerError("params.target asm applies to landmark data only")
 
     def loss_terms(self, batch):
+        """``ce`` (classification) or ``mse`` against the chosen landmark target."""
         out = self.student_out(batch)["logits"]
         if self.task == LANDMARKS:
             target = batch["asm_labels"] if self.params.target == "asm" else batch["labels"]

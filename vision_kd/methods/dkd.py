@@ -1,6 +1,6 @@
 """``dkd``: Decoupled KD (Zhao et al., CVPR 2022): ``CE + w(step)·(α·TCKD + β·NCKD)·τ²`` with the loss weight
-``w`` warmed up linearly over ``warmup_epochs`` (mdistiller: α=1, β=8, τ=4, 20 warm-up epochs of 240; on the short
-digits schedule we warm up over 5 epochs). The loss itself is ``distiller_nlp.core.losses.dkd_loss``."""
+``w`` warmed up linearly over ``warmup_epochs`` (mdistiller: α=1, β=8, τ=4, 20 warm-up epochs of 240; the short
+digits schedule warms up over 5 epochs). The loss itself is ``distiller_nlp.core.losses.dkd_loss``."""
 
 from __future__ import annotations
 
@@ -8,22 +8,28 @@ from dataclasses import dataclass
 
 import torch
 
+from distiller_nlp.core.config import option
 from distiller_nlp.core.losses import dkd_loss, hard_ce_loss
 
-from .base import Method, WarmupCounter
+from .base import METHODS, Method, WarmupCounter
 
 
 @dataclass
 class DKDParams:
-    alpha: float = 1.0
-    beta: float = 8.0
-    temperature: float = 4.0
-    warmup_epochs: float = 5.0
-    hard_label_weight: float = 1.0
+    """Hyper-parameters of ``dkd``."""
+
+    alpha: float = option(1.0, help="weight α of the target-class term TCKD")
+    beta: float = option(8.0, help="weight β of the non-target-class term NCKD")
+    temperature: float = option(4.0, help="softmax temperature τ")
+    warmup_epochs: float = option(5.0, help="epochs over which the DKD weight rises linearly from 0 to 1 "
+                                            "(0 = full weight from the start)")
+    hard_label_weight: float = option(1.0, help="weight of the cross-entropy on the labels")
 
 
+@METHODS.register("dkd")
 class DKD(Method):
-    name = "dkd"
+    """Decoupled KD from a frozen teacher, with a linear warm-up of the DKD weight."""
+
     Params = DKDParams
     presets = {"imagenet": {"beta": 0.5, "temperature": 1.0, "warmup_epochs": 1.0}}
     teacher_roles = ("teacher",)
@@ -34,6 +40,7 @@ class DKD(Method):
         self.warmup = WarmupCounter(params.warmup_epochs, self.steps_per_epoch)
 
     def loss_terms(self, batch):
+        """``ce``, ``dkd`` and the current warm-up factor ``dkd_warmup``."""
         p = self.params
         logits = self.student_out(batch)["logits"]
         ce = hard_ce_loss(logits, batch["labels"])

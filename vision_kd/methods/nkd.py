@@ -6,26 +6,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distiller_nlp.core.config import option
 from distiller_nlp.core.losses import hard_ce_loss, nkd_loss
 
-from .base import Method
+from .base import METHODS, Method
 
 
 @dataclass
 class NKDParams:
-    temperature: float = 1.0
-    gamma: float = 1.5
-    hard_label_weight: float = 1.0
+    """Hyper-parameters of ``nkd``."""
+
+    temperature: float = option(1.0, help="softmax temperature τ of the non-target term")
+    gamma: float = option(1.5, help="weight γ of the normalized non-target term")
+    hard_label_weight: float = option(1.0, help="weight of the cross-entropy on the labels")
 
 
+@METHODS.register("nkd")
 class NKD(Method):
-    name = "nkd"
+    """Normalized KD from a frozen teacher."""
+
     Params = NKDParams
     presets = {"cifar": {"temperature": 3.0, "gamma": 3.5}, "imagenet": {"temperature": 1.0, "gamma": 1.5}}
     teacher_roles = ("teacher",)
     strategy = "offline"
 
     def loss_terms(self, batch):
+        """``ce`` and ``nkd``."""
         p = self.params
         logits = self.student_out(batch)["logits"]
         ce = hard_ce_loss(logits, batch["labels"])

@@ -15,23 +15,29 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from distiller_nlp.core.losses import hard_ce_loss, uskd_terms
+from distiller_nlp.core.config import option
 from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.losses import hard_ce_loss, uskd_terms
 
-from .base import Method
+from .base import METHODS, Method
 
 
 @dataclass
 class USKDParams:
-    alpha: float = 1.0
-    beta: float = 0.1
-    mu: float = 0.005
-    label_smoothing: float = 0.1
-    rank_on: str = "official"  # official | prob
+    """Hyper-parameters of ``uskd``."""
+
+    alpha: float = option(1.0, help="weight α of the soft target term L_t")
+    beta: float = option(0.1, help="weight β of the Zipf non-target term L_non")
+    mu: float = option(0.005, help="weight μ of the weak head's label-smoothed cross-entropy L_weak")
+    label_smoothing: float = option(0.1, help="label smoothing of the weak head's cross-entropy")
+    rank_on: str = option("official", help="ranking of the non-target classes: official (weak-head probabilities + "
+                                           "student log-probabilities) or prob (probabilities on both sides)")
 
 
+@METHODS.register("uskd")
 class USKD(Method):
-    name = "uskd"
+    """Universal self-KD: the student and a weak head on its middle feature, no teacher."""
+
     Params = USKDParams
     presets = {"cifar": {"alpha": 0.1, "beta": 0.1, "mu": 0.1},
                "imagenet": {"alpha": 1.0, "beta": 0.1, "mu": 0.005}}
@@ -44,6 +50,7 @@ class USKD(Method):
         self.weak_head = nn.Linear(student.mid_dim, self.num_outputs)
 
     def loss_terms(self, batch):
+        """``ce`` and the three USKD terms (``uskd_target``, ``uskd_non_target``, ``uskd_weak``)."""
         p = self.params
         out = self.student_out(batch)
         logits, labels = out["logits"], batch["labels"]

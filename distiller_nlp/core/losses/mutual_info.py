@@ -223,6 +223,7 @@ class MIAlphaLoss(nn.Module):
         self.last_bound: Optional[torch.Tensor] = None
 
     def extra_repr(self) -> str:
+        """The bound and α in the module's repr."""
         return f"bound={self.bound!r}, alpha={self.alpha}, pool={self.pool!r}"
 
     def _pool(self, h: torch.Tensor, mask: Optional[torch.Tensor], width: int, who: str) -> torch.Tensor:

@@ -3,7 +3,8 @@
 An :class:`Arch` is one student shape ``(layers, hidden, heads, mlp_ratio, head_dim)``: the attention width is
 ``heads × head_dim`` (it may differ from ``hidden``), the FFN width is ``round(hidden × mlp_ratio)``. A
 :class:`SubSpace` is the Cartesian product of four value lists (AutoDistil's "few-shot" NAS trains one weight-sharing
-SuperLM per compact sub-space instead of one for the whole space).
+SuperLM per compact sub-space instead of one for the whole space). ``--arch`` is written in the one shape grammar of
+:mod:`distiller_nlp.core.shape` (:func:`parse_arch`).
 
 Built-in sub-spaces (:data:`BUILTIN_SPACES`):
 
@@ -31,9 +32,11 @@ import dataclasses
 import itertools
 import os
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Iterable, Iterator, Optional
 
 from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.shape import parse_shape
 
 __all__ = [
     "Arch",
@@ -44,7 +47,9 @@ __all__ = [
     "load_space",
     "resolve_spaces",
     "parse_arch",
+    "ARCH_KEYS",
     "list_spaces",
+    "family_for",
 ]
 
 
@@ -69,10 +74,12 @@ class Arch:
 
     @property
     def intermediate(self) -> int:
+        """FFN width: ``round(hidden × mlp_ratio)`` (at least 1)."""
         return max(1, int(round(self.hidden * self.mlp_ratio)))
 
     @property
     def attention_width(self) -> int:
+        """Width of Q/K/V: ``heads × head_dim``."""
         return self.heads * self.head_dim
 
     @property
@@ -94,6 +101,7 @@ class Arch:
                                     vocab_size=vocab_size, max_position=max_position, type_vocab=type_vocab)
 
     def to_dict(self) -> dict:
+        """The five fields plus the derived ``intermediate``."""
         return {**dataclasses.asdict(self), "intermediate": self.intermediate}
 
     def __str__(self) -> str:
@@ -101,39 +109,35 @@ class Arch:
                 f"head_dim={self.head_dim}")
 
 
+ARCH_KEYS = ("layers", "hidden", "heads", "mlp_ratio", "head_dim")
+
+
 def parse_arch(spec: Any, head_dim: Optional[int] = None) -> Arch:
-    """``"layers=4,hidden=192,heads=6,mlp_ratio=3"`` (optional ``head_dim=``), a mapping or an Arch → Arch."""
+    """``"layers=4,hidden=192,heads=6,mlp_ratio=3"`` (optional ``head_dim=``), a mapping or an Arch → Arch.
+
+    Read with the one shape grammar, :func:`distiller_nlp.core.shape.parse_shape` (its aliases work too, e.g.
+    ``L=4,H=192,A=6,R=3``), restricted to :data:`ARCH_KEYS`. ``head_dim`` is the default when the spec has none
+    (64 when that is None as well). An unknown, repeated or missing key, or a value that is not a number, is a
+    DistillerError naming it.
+    """
     if isinstance(spec, Arch):
         return spec
-    if isinstance(spec, str):
-        data: dict = {}
-        for part in spec.split(","):
-            if not part.strip():
-                continue
-            if "=" not in part:
-                raise DistillerError(f"arch '{spec}': expected key=value pairs, got '{part.strip()}'")
-            key, value = (x.strip() for x in part.split("=", 1))
-            data[key] = value
-        spec = data
-    if not isinstance(spec, dict):
+    if not isinstance(spec, (str, Mapping)):
         raise DistillerError(f"cannot read an architecture from {spec!r}")
-    known = {"layers", "hidden", "heads", "mlp_ratio", "head_dim"}
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        raise DistillerError(f"unknown arch key '{unknown[0]}' (known: {', '.join(sorted(known))})")
-    missing = sorted({"layers", "hidden", "heads", "mlp_ratio"} - set(spec))
+    values = parse_shape(spec, allowed=ARCH_KEYS, what="arch", noun="arch ")
+    missing = sorted({"layers", "hidden", "heads", "mlp_ratio"} - set(values))
     if missing:
         raise DistillerError(f"arch misses key(s) {', '.join(missing)}")
     try:
         return Arch(
-            layers=int(spec["layers"]),
-            hidden=int(spec["hidden"]),
-            heads=int(spec["heads"]),
-            mlp_ratio=float(spec["mlp_ratio"]),
-            head_dim=int(spec.get("head_dim", head_dim or 64)),
+            layers=int(values["layers"]),
+            hidden=int(values["hidden"]),
+            heads=int(values["heads"]),
+            mlp_ratio=float(values["mlp_ratio"]),
+            head_dim=int(values.get("head_dim", head_dim or 64)),
         )
     except (TypeError, ValueError) as exc:
-        raise DistillerError(f"arch {spec}: {exc}") from None
+        raise DistillerError(f"arch {values}: {exc}") from None
 
 
 def _values(name: str, values: Any, kind: type, source: str) -> tuple:
@@ -207,6 +211,7 @@ class SubSpace:
         )
 
     def archs(self) -> list[Arch]:
+        """Every subnet of the space, in iteration order (layers, heads, hidden, mlp_ratio)."""
         return list(self)
 
     def largest(self) -> Arch:
@@ -218,6 +223,7 @@ class SubSpace:
         return min(self, key=lambda a: (a.params(), a.flops()))
 
     def to_dict(self) -> dict:
+        """The YAML/``superlm.json`` form of the space (read back by :meth:`from_dict`)."""
         return {
             "name": self.name,
             "head_dim": self.head_dim,
@@ -230,6 +236,8 @@ class SubSpace:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "sub-space") -> "SubSpace":
+        """A space from its mapping form; unknown or missing keys are errors naming them and ``source`` (the name
+        defaults to the file name of ``source``)."""
         if not isinstance(data, dict):
             raise DistillerError(f"{source} must hold a mapping, got {type(data).__name__}")
         known = {"name", "head_dim", "layers", "heads", "hidden", "mlp_ratio", "plain_bert"}
@@ -286,6 +294,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
 
 
 def list_spaces() -> list[str]:
+    """Names of the built-in sub-spaces."""
     return list(BUILTIN_SPACES)
 
 

@@ -33,6 +33,7 @@ import torch
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.losses import scaled_scores
 from distiller_nlp.core.rundir import is_main_process, write_text_atomic
+from distiller_nlp.tasks import MODEL_INPUTS
 
 from .config import SearchConfig
 from .subspaces import Arch, SubSpace
@@ -272,7 +273,7 @@ def _length_buckets(batches: list[dict], kind: str, relation_heads: int, bucket_
     outputs at real tokens are unchanged). Each sequence carries its reference weight (see :class:`HeldOutScorer`)."""
     rows = []  # (trimmed length, weight, {key: 1-D tensor}, 1-D keep mask)
     n_total = sum(int(b["input_ids"].shape[0]) for b in batches)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in batches[0]]
+    keys = [k for k in MODEL_INPUTS if k in batches[0]]
     for b in batches:
         ids = b["input_ids"]
         size, seq = ids.shape

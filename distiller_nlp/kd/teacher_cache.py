@@ -40,7 +40,6 @@ CACHE_VERSION = 1
 META_FILE = "teacher_cache.json"
 LOGITS = "teacher_logits"
 HIDDEN_PREFIX = "teacher_hidden_"
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def teacher_fingerprint(path: str) -> str:

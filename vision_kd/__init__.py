@@ -6,12 +6,8 @@ Methods (``vision_kd.methods.METHODS``): ``ce``, ``kd``, ``dkd``, ``nkd``, ``usk
 dataset is one decorated class or loader in one file. Importing this package is light (torch only, lazily).
 """
 
+from distiller_nlp.core.lazy import lazy_exports
+
 __all__ = ["train_vision"]
 
-
-def __getattr__(name):
-    if name == "train_vision":
-        from vision_kd.train import train_vision
-
-        return train_vision
-    raise AttributeError(name)
+__getattr__ = lazy_exports(__name__, {"train_vision": "vision_kd.train"})

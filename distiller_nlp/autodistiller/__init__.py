@@ -11,7 +11,7 @@
 Importing this package is light; the names below load their module on first use.
 """
 
-import importlib
+from distiller_nlp.core.lazy import lazy_exports
 
 _EXPORTS = {
     "run_hpo": "distiller_nlp.autodistiller.hpo",
@@ -26,8 +26,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'distiller_nlp.autodistiller' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

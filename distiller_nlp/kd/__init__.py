@@ -17,7 +17,7 @@
 Importing this package is light; the names below load their module on first use.
 """
 
-import importlib
+from distiller_nlp.core.lazy import lazy_exports
 
 _EXPORTS = {
     "distill": "distiller_nlp.kd.distillation",
@@ -40,8 +40,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'distiller_nlp.kd' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

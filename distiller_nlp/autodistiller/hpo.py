@@ -1,6 +1,7 @@
 """``distiller-nlp hpo``: Optuna over the Distiller pipeline space, with pruning, shared storage and resume.
 
-Each trial draws a pipeline from the space (:mod:`distiller_nlp.autodistiller.pipeline_space`, default ``recipes/spaces/distiller.yaml``),
+Each trial draws a pipeline from the space (:mod:`distiller_nlp.autodistiller.pipeline_space`, default the shipped
+``spaces/distiller.yaml``),
 applies it to the base recipe and runs :func:`~distiller_nlp.kd.distillation.distill` into ``DIR/trials/trial-NNNN``,
 reporting the dev score after every epoch to the pruner (successive halving by default, as Distiller's ASHA;
 ``hyperband``, ``median`` or ``none``). A trial that raises is marked failed (its error kept as the trial's

@@ -71,7 +71,7 @@ class Engine:
     """Drive ``module`` through training with Accelerate. See the module docstring for the contract.
 
     Args:
-        args: a :class:`distiller_nlp.config.TrainArgs` (epochs, lr, precision, seed, ...).
+        args: a :class:`distiller_nlp.core.train_args.TrainArgs` (epochs, lr, precision, seed, ...).
         output_dir: run directory; checkpoints go to ``output_dir/checkpoints``, the best export to
             ``output_dir/best``, TensorBoard logs to ``output_dir/runs``.
         module: trainable module, ``forward(batch) -> {"loss": tensor, ...}``, ``predict(batch) -> logits``.

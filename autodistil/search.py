@@ -32,7 +32,7 @@ import torch
 
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.losses import scaled_scores
-from distiller_nlp.core.rundir import is_main_process, write_text_atomic
+from distiller_nlp.core.rundir import write_text_atomic
 from distiller_nlp.tasks import MODEL_INPUTS
 
 from .config import SearchConfig
@@ -164,7 +164,7 @@ class HeldOutScorer:
     """
 
     def __init__(self, teacher, batches: list[dict], teacher_layer: int, relation_heads: int, kind: str,
-                 autocast_bf16: bool = False, bucket_size: int = 32):
+                 autocast_bf16=False, bucket_size: int = 32, device=None):
         from .objective import TeacherFeatures
 
         if kind not in ("kl", "mse"):
@@ -174,9 +174,11 @@ class HeldOutScorer:
         self.autocast_bf16 = autocast_bf16
         features = TeacherFeatures(teacher, teacher_layer)
         self.teacher_layer = features.layer
-        self.buckets = _length_buckets(batches, kind, self.relation_heads, max(1, int(bucket_size)))
+        self.device = torch.device(device) if device is not None else next(teacher.parameters()).device
+        self.buckets = [_bucket_to(bk, self.device)
+                        for bk in _length_buckets(batches, kind, self.relation_heads, max(1, int(bucket_size)))]
         for bk in self.buckets:
-            with torch.inference_mode(), _autocast(autocast_bf16):
+            with torch.inference_mode(), _autocast(autocast_bf16, self.device.type):
                 tq = {k: v.float() for k, v in features(bk["inputs"]).items()}
             bk["teacher"] = {}
             with torch.inference_mode():  # relations in fp32
@@ -205,14 +207,14 @@ class HeldOutScorer:
         was_training = superlm.training
         superlm.eval()
         try:
-            with torch.inference_mode(), _autocast(self.autocast_bf16):
+            with torch.inference_mode(), _autocast(self.autocast_bf16, self.device.type):
                 for members in groups.values():
                     superlm.set_active(members[0])
                     maps = {a: layer_map(a.layers, superlm.max_layers, superlm.layer_selection) for a in members}
                     for bk in self.buckets:
                         inputs = bk["inputs"]
                         x = superlm.embeddings(inputs["input_ids"], inputs.get("token_type_ids"))
-                        mask = torch.zeros(bk["key_valid"].shape, dtype=x.dtype).masked_fill(
+                        mask = torch.zeros(bk["key_valid"].shape, dtype=x.dtype, device=x.device).masked_fill(
                             ~bk["key_valid"], torch.finfo(x.dtype).min)
                         states = {(): x}
 
@@ -226,18 +228,18 @@ class HeldOutScorer:
                             h = state(tuple(kept[:-1]))
                             sa = superlm.encoder.layer[kept[-1]].attention.self
                             qkv = {"q": sa.query(h), "k": sa.key(h), "v": sa.value(h)}
-                            with torch.autocast("cpu", enabled=False):  # relations in fp32
+                            with torch.autocast(x.device.type, enabled=False):  # relations in fp32
                                 totals[arch] += self._bucket_score(bk, qkv)
         finally:
             superlm.train(was_training)
-        return totals
+        return {arch: float(v) for arch, v in totals.items()}
 
     def _relations(self, x: torch.Tensor, what: str) -> torch.Tensor:
         """fp32 relations ``(B, relation heads, S, S)`` of one projection output, as the shared relation loss forms
         them (width truncated to a multiple of the relation heads)."""
         return scaled_scores(x, x, self.relation_heads, truncate=True, what=what)
 
-    def _bucket_score(self, bk: dict, qkv: dict) -> float:
+    def _bucket_score(self, bk: dict, qkv: dict) -> torch.Tensor:
         """Σ over the bucket's sequences of weight × (sum of the relation terms of the sequence)."""
         per_seq = None
         batch = bk["key_valid"].shape[0]
@@ -253,7 +255,19 @@ class HeldOutScorer:
                 flat = r_s.reshape(batch, 1, -1)
                 term = torch.bmm(flat, flat.transpose(1, 2)).view(batch).double()
             per_seq = term if per_seq is None else per_seq + term
-        return float((per_seq * bk["weight"]).sum())
+        return (per_seq * bk["weight"]).sum()  # stays on the device: one host sync per candidate, at the end
+
+
+def _bucket_to(bk: dict, device) -> dict:
+    """A length bucket with every tensor (and its ``inputs``) on ``device``."""
+    out = {}
+    for k, v in bk.items():
+        if torch.is_tensor(v):
+            v = v.to(device)
+        elif k == "inputs":
+            v = {n: t.to(device) if torch.is_tensor(t) else t for n, t in v.items()}
+        out[k] = v
+    return out
 
 
 def _masked_log_softmax(scores: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
@@ -262,9 +276,12 @@ def _masked_log_softmax(scores: torch.Tensor, key_valid: torch.Tensor) -> torch.
     return torch.log_softmax(scores.masked_fill_(~key_valid, torch.finfo(scores.dtype).min), -1)
 
 
-def _autocast(bf16: bool):
-    if bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+def _autocast(bf16, device_type: str = "cpu"):
+    """Autocast for scoring: ``bf16`` is False/``"no"`` (none), True/``"bf16"`` or ``"fp16"``, on ``device_type``."""
+    if bf16 in (True, "bf16"):
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    if bf16 == "fp16":
+        return torch.autocast(device_type, dtype=torch.float16)
     return contextlib.nullcontext()
 
 
@@ -423,7 +440,7 @@ def _write_csv(path: str, candidates: list[Candidate]) -> None:
 def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     """Run the search described by ``cfg`` (see the module docstring); returns the metrics written to
     ``metrics.json`` (chosen arch, its FLOPs/params/score, budget, teacher FLOPs, candidate counts, runtime). Every
-    file appears atomically, and only the main process writes (:func:`distiller_nlp.core.rundir.is_main_process`)."""
+    file appears atomically, and only the main process writes. Under several processes each rank scores its share of the candidates."""
     from transformers import AutoConfig, AutoModel
 
     from distiller_nlp.core.engine import resolve_precision
@@ -437,6 +454,8 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     t_start = time.perf_counter()
     cfg.validate()
     check_output_dir(cfg.output_dir, overwrite=overwrite)
+    state = _process_state(cfg.cpu)
+    device = state.device
     dirs = find_superlms(cfg.superlm)
     metas = {d: _read_meta(d) for d in dirs}
     teachers = {m.get("teacher") for m in metas.values()}
@@ -474,14 +493,14 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     collate = make_collator(tokenizer)
     batches = [collate([ds[j] for j in range(i, min(i + cfg.batch_size, len(ds)))])
                for i in range(0, len(ds), cfg.batch_size)]
-    bf16 = resolve_precision(cfg.precision, cpu=True) == "bf16"
+    precision = resolve_precision(cfg.precision, cpu=device.type == "cpu")
     if cfg.score == "task-proxy":
         scorer = TaskProxyScorer(cfg.proxy, tokenizer, cfg.max_length, cfg.seed, cfg.output_dir)
     else:
         with quiet_transformers():
-            teacher = AutoModel.from_pretrained(teacher_path).eval()
+            teacher = AutoModel.from_pretrained(teacher_path).eval().to(device)
         scorer = HeldOutScorer(teacher, batches, cfg.objective.teacher_layer, cfg.objective.relation_heads,
-                               cfg.objective.kind, autocast_bf16=bf16)
+                               cfg.objective.kind, autocast_bf16=precision, device=device)
         del teacher
 
     t_score, cpu_score = time.perf_counter(), time.process_time()
@@ -489,6 +508,8 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     for d in dirs:
         superlm, _, _ = load_superlm(d)
         superlm.eval()
+        if cfg.score != "task-proxy":
+            superlm.to(device)
         mine = {c.arch: c for c in candidates if c.superlm == d and c.fits}
 
         def score(arch: Arch, superlm=superlm, mine=mine) -> float:
@@ -497,14 +518,23 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
             return value
 
         if len(mine) <= cfg.max_evals:
+            # Several processes: each scores its share of the candidates, then every rank gets every score.
+            archs = sorted(mine, key=lambda a: a.to_dict().__repr__())
+            local = archs[state.process_index::state.num_processes]
             if hasattr(scorer, "score_many"):  # one pass: candidates of equal widths share layer prefixes
-                for arch, value in scorer.score_many(superlm, list(mine)).items():
-                    mine[arch].score = value
+                values = scorer.score_many(superlm, local)
             else:
-                for arch in mine:
-                    score(arch)
+                values = {arch: scorer(superlm, arch) for arch in local}
+            for arch, value in _gather_scores(state, values).items():
+                mine[arch].score = value
         else:
-            _optuna_search(spaces[d], mine, score, cfg.max_evals, cfg.seed)
+            # A sequential TPE study: the main process runs it, the others receive its scores.
+            found = {}
+            if state.is_main_process:
+                _optuna_search(spaces[d], mine, score, cfg.max_evals, cfg.seed)
+                found = {a: c.score for a, c in mine.items() if c.score is not None}
+            for arch, value in _broadcast_scores(state, found).items():
+                mine[arch].score = value
         n_scored += sum(1 for c in mine.values() if c.score is not None)
     score_time = time.perf_counter() - t_score
     score_cpu = time.process_time() - cpu_score
@@ -513,7 +543,7 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     chosen = min(scored, key=lambda c: (c.score, c.flops))
     superlm, _, _ = load_superlm(chosen.superlm)
     student = superlm.extract(chosen.arch)
-    main = is_main_process()
+    main = state.is_main_process
     if main:
         save_student(student, tokenizer, os.path.join(cfg.output_dir, "student"),
                      require_builtin=chosen.arch.is_plain_bert)
@@ -527,10 +557,43 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
         "budget_flops": budget, "teacher_flops": teacher_flops, "max_length": cfg.max_length,
         "candidates": len(candidates), "candidates_fitting": sum(c.fits for c in candidates),
         "candidates_scored": n_scored, "heldout_sequences": len(ds), "score": cfg.score,
-        "precision": "bf16" if bf16 else "no", "score_runtime_s": round(score_time, 3),
+        "precision": precision, "device": device.type, "world_size": state.num_processes,
+        "score_runtime_s": round(score_time, 3),
         "score_cpu_s": round(score_cpu, 3), "torch_threads": torch.get_num_threads(),
         "search_runtime_s": round(time.perf_counter() - t_start, 3), "unit": "FLOPs = 2 x multiply-adds",
     }
     if main:
         write_json_atomic(os.path.join(cfg.output_dir, "metrics.json"), metrics)
+    state.wait_for_everyone()
     return metrics
+
+
+def _process_state(cpu: bool):
+    """The process state of a search (``cuda:<local rank>`` on GPUs unless ``cpu``); checks a multi-process launch."""
+    from accelerate import PartialState
+
+    from distiller_nlp.core.distributed import check_launch
+
+    state = PartialState(cpu=bool(cpu) or not torch.cuda.is_available())
+    check_launch(state.num_processes)
+    return state
+
+
+def _gather_scores(state, values: dict) -> dict:
+    """Every rank's ``{arch: score}`` merged, on every rank."""
+    if state.num_processes == 1:
+        return values
+    from accelerate.utils import gather_object
+
+    return dict(gather_object(list(values.items())))
+
+
+def _broadcast_scores(state, values: dict) -> dict:
+    """The main process's ``{arch: score}`` on every rank."""
+    if state.num_processes == 1:
+        return values
+    from accelerate.utils import broadcast_object_list
+
+    box = [list(values.items())]
+    broadcast_object_list(box, from_process=0)
+    return dict(box[0])

@@ -31,7 +31,12 @@ __all__ = ["SuperLMTrainer", "sample_subnets", "train_superlm", "plan_superlm_ru
 
 
 class SuperLMTrainer(nn.Module):
-    """The engine's trainable module: ``forward(batch)`` = summed relation loss of the sampled subnets."""
+    """The engine's trainable module: ``forward(batch)`` = summed relation loss of the sampled subnets.
+
+    A step's sampled subnets leave some SuperLM weights without a gradient (a smaller subnet never touches the
+    widest rows), so DDP must look for unused parameters (``has_unused_parameters``)."""
+
+    has_unused_parameters = True
 
     def __init__(self, superlm: SuperLM, space: SubSpace, sampling: str = "sandwich", num_random: int = 2,
                  seed: int = 42, relation_heads: int = 12, kind: str = "kl"):

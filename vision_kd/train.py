@@ -189,8 +189,10 @@ def _build_student(cfg: VisionConfig, data: VisionData):
     return build_model(spec, data.in_channels, data.image_size, data.num_outputs, seed=cfg.train.seed)
 
 
-def prepare_run(cfg: VisionConfig, source: str = "the config") -> PreparedRun:
-    """Validate and load everything a run needs (may train and cache default teachers); writes nothing else."""
+def prepare_run(cfg: VisionConfig, source: str = "the config", device=None) -> PreparedRun:
+    """Validate and load everything a run needs (may train and cache default teachers); writes nothing else.
+
+    ``device``: where the teachers go before a method's ``prepare`` hook runs them (e.g. LW-KD's synthetic pool)."""
     method_cls = get_method(cfg.method)
     if cfg.task not in ("", CLASSIFICATION, LANDMARKS):
         raise DistillerError(f"task '{cfg.task}' must be {CLASSIFICATION} or {LANDMARKS}")
@@ -206,6 +208,8 @@ def prepare_run(cfg: VisionConfig, source: str = "the config") -> PreparedRun:
     for role in method_cls.teacher_roles:
         path = method_cls.teacher_path(role, run)
         teachers[role] = run.load_model(path, f"{role} teacher" if role != "teacher" else "teacher")
+        if device is not None:
+            teachers[role].to(device)
         run.record_teacher(role, path)
     extras = method_cls.prepare(run)
 
@@ -244,7 +248,7 @@ def torch_threads(n: int):
 
 
 def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str) -> dict:
-    from distiller_nlp.core.engine import Engine
+    from distiller_nlp.core.engine import Engine, make_accelerator
     from torch.utils.data import default_collate
 
     from vision_kd.metrics import classification_metrics, landmark_metrics
@@ -253,7 +257,9 @@ def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str)
 
     run = TrainingRun(cfg.output_dir, resume=resume, overwrite=overwrite)
     cfg.train.validate(source)
-    prepared = prepare_run(cfg, source)
+    # The process's one Accelerator first: teachers run on its device (cached outputs, synthetic pools).
+    accelerator = make_accelerator(cfg.train, run.output_dir, tracking=True)
+    prepared = prepare_run(cfg, source, device=accelerator.device)
     data, module = prepared.data, prepared.module
 
     train_set, prepare, frozen, cached = data.train, None, [], False
@@ -270,7 +276,8 @@ def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str)
                     compute_metrics=landmark_metrics if landmarks else classification_metrics,
                     main_metric="nme" if landmarks else "accuracy", greater_is_better=not landmarks,
                     prepare_batch=prepare, frozen=frozen,
-                    export_fn=lambda mod, d: mod.export(d, export_extra), resume=run.resume, run_name="vision_kd")
+                    export_fn=lambda mod, d: mod.export(d, export_extra), resume=run.resume, run_name="vision_kd",
+                    accelerator=accelerator)
     result = engine.train()
     epochs_done = result.global_step * cfg.train.grad_accum / max(1, prepared.context.batches_per_epoch)
     runtime = result.metrics["train_runtime_s"]

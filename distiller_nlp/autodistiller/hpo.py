@@ -9,7 +9,9 @@ reporting the dev score after every epoch to the pruner (successive halving by d
 
 Storage defaults to ``sqlite:///DIR/hpo.db``; any Optuna RDB URL works (``postgresql+psycopg://user:pw@host/db``),
 so several workers on several machines share one study — each worker with its own output directory, the same
-``--storage`` and ``--study``. ``--trials N`` is the study's target: a worker stops once the study holds N finished
+``--storage`` and ``--study``. That is also how ``hpo`` uses several GPUs of one machine (one worker per GPU with
+``CUDA_VISIBLE_DEVICES``): under ``accelerate launch`` / ``torchrun`` it refuses to start, since every rank would run
+a study of its own under one worker id. ``--trials N`` is the study's target: a worker stops once the study holds N finished
 (complete, pruned or failed) trials, so a rerun with ``--resume`` continues where the study stopped; trials this
 worker left running when it was interrupted are marked failed first.
 
@@ -27,6 +29,8 @@ import socket
 import warnings
 import zlib
 from typing import Optional
+
+from distiller_nlp.core.distributed import refuse_several_processes
 
 from distiller_nlp.autodistiller.metadataset import meta_recorders
 from distiller_nlp.core.engine.callbacks import Callback
@@ -204,6 +208,10 @@ def run_hpo(cfg, trials: int, space: Optional[str] = None, storage: Optional[str
     from distiller_nlp.core.rundir import check_output_dir, create_output_dir
     from distiller_nlp.kd.distillation import distill
 
+    refuse_several_processes(
+        "hpo", "Optuna trials are whole runs, so scale out with workers instead: start several `distiller-nlp hpo` "
+        "processes (one per GPU, e.g. CUDA_VISIBLE_DEVICES=0 and =1, or one per machine), each with its own "
+        "--output-dir and the same --storage and --study")
     if trials <= 0:
         raise DistillerError(f"--trials must be positive, got {trials}")
     out = cfg.output_dir

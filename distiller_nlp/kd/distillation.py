@@ -8,7 +8,7 @@ import time
 from typing import Callable, Iterable, Optional
 
 from distiller_nlp.config import DistillConfig
-from distiller_nlp.core.engine import Engine
+from distiller_nlp.core.engine import Engine, make_accelerator
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.flops import encoder_flops_from_config
 from distiller_nlp.core.run import TrainingRun
@@ -60,8 +60,11 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
     out = TrainingRun(cfg.output_dir, resume=resume, overwrite=overwrite)
     run = prepare_distillation(cfg)
     teacher, student, module, task, tokenizer = run.teacher, run.student, run.module, run.task, run.tokenizer
+    # The process's one Accelerator, before anything else touches the process state (the teacher cache runs the
+    # teacher on its device, rank 0 first).
+    accelerator = make_accelerator(cfg.train, out.output_dir, tracking=True, find_unused=cfg.general)
     t_cache = time.perf_counter()
-    cached = tc.cached_train_set(cfg, run)
+    cached = tc.cached_train_set(cfg, run, accelerator)
     t_cache = time.perf_counter() - t_cache
     out.start(cfg)
 
@@ -87,7 +90,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
     engine = Engine(cfg.train, out.output_dir, module, train_set, run.collate, eval_datasets=run.evals,
                     compute_metrics=metric_fn, main_metric=main_metric, greater_is_better=greater,
                     prepare_batch=runner, frozen=frozen, export_fn=export, resume=out.resume, run_name="distill",
-                    callbacks=callbacks)
+                    callbacks=callbacks, accelerator=accelerator)
     result = engine.train()
     extra = {f"student_{k}": v for k, v in describe_model(student, seq_len=cfg.train.max_length).items()}
     extra.update({f"teacher_{k}": v for k, v in describe_model(teacher, seq_len=cfg.train.max_length).items()})

@@ -240,8 +240,11 @@ def cache_key_for(run) -> str:
                      run.module.teacher_hidden_layers, dtype=run.cache_dtype)
 
 
-def cached_train_set(cfg: DistillConfig, run):
-    """The training set with cached teacher columns, or None to run the teacher live (see ``teacher_cache``)."""
+def cached_train_set(cfg: DistillConfig, run, accelerator=None):
+    """The training set with cached teacher columns, or None to run the teacher live (see ``teacher_cache``).
+
+    ``auto`` computes the outputs on ``accelerator``'s device, on the main process first (the others then read its
+    cache file): pass the run's Accelerator, so the process state is the run's own."""
     mode = cfg.teacher_cache or "off"
     if mode == "off" or not run.module.needs_teacher:
         return None
@@ -260,9 +263,11 @@ def cached_train_set(cfg: DistillConfig, run):
         return None
     if mode != "auto":
         return as_cached_format(load_teacher_cache(mode, key))
-    from accelerate import PartialState
+    if accelerator is None:
+        from distiller_nlp.core.engine import make_accelerator
 
-    state = PartialState()
+        accelerator = make_accelerator(cfg.train)
+    state = accelerator.state
     target = cache_dir() / "teacher_outputs" / key
     target.mkdir(parents=True, exist_ok=True)
     with state.main_process_first():

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from distiller_nlp.core.distributed import finish_trackers, ranks_in_sync, seed_process, sync_batchnorm
 from distiller_nlp.core.engine.callbacks import Callback
 from distiller_nlp.core.engine.checkpoints import CHECKPOINT_PREFIX, STATE_FILE, list_checkpoints, untie
 from distiller_nlp.core.engine.evaluate import batch_size_of, evaluate_loaders, predict_loader
@@ -112,8 +113,6 @@ class Engine:
         accelerator=None,
         callbacks: Optional[list] = None,
     ):
-        from accelerate.utils import set_seed
-
         self.args = args
         self.output_dir = output_dir
         self.compute_metrics = compute_metrics
@@ -124,11 +123,14 @@ class Engine:
         self.resume = resume
         self.run_name = run_name
         self.callbacks: list[Callback] = list(callbacks or [])
+        unused = bool(getattr(module, "has_unused_parameters", False))
         if accelerator is None:
-            accelerator = make_accelerator(args, output_dir, tracking=True)
+            accelerator = make_accelerator(args, output_dir, tracking=True, find_unused=unused)
+        elif unused and accelerator.ddp_handler is not None:
+            accelerator.ddp_handler.find_unused_parameters = True
         self.accelerator = accelerator
         self.precision = accelerator.mixed_precision
-        set_seed(args.seed)
+        seed_process(args.seed, per_rank=True)  # dropout / MixUp / masking differ per rank; data order does not
 
         if len(train_dataset) == 0:
             raise DistillerError("the training set is empty")
@@ -146,6 +148,7 @@ class Engine:
             for p in f.parameters():
                 p.requires_grad_(False)
 
+        module = sync_batchnorm(module, accelerator)
         self.module = module
         optimizer = make_optimizer(module, args, accelerator.device)
         prepared = accelerator.prepare(module, optimizer, raw_loader, *eval_loaders)
@@ -188,6 +191,7 @@ class Engine:
             os.makedirs(root, exist_ok=True)
             if os.path.exists(tmp):
                 shutil.rmtree(tmp)
+            os.makedirs(tmp)  # before the barrier: the other ranks' save_state finds it (their makedirs is a no-op)
         acc.wait_for_everyone()
         acc.save_state(tmp)
         acc.wait_for_everyone()
@@ -316,7 +320,8 @@ class Engine:
         args = self.args
         if self.resume:
             self._load_checkpoint()
-        if args.report_to == "tensorboard":
+        tracking = (getattr(args, "report_to", "none") or "none") != "none"
+        if tracking:
             acc.init_trackers(self.run_name)
         pbar = tqdm(
             total=self.total_steps, initial=self.state["global_step"], desc="train",
@@ -327,8 +332,8 @@ class Engine:
             last_logs = self._loop(pbar)
         finally:
             pbar.close()
-            if args.report_to == "tensorboard":
-                acc.end_training()
+            if tracking:
+                finish_trackers(acc)  # not end_training(): it destroys the process group the run still needs
         if not self.eval_loaders:
             self._export(os.path.join(self.output_dir, "best"))
             self.state["best_step"] = self.state["global_step"]
@@ -344,8 +349,11 @@ class Engine:
                 "best_step": self.state["best_step"],
                 "precision": self.precision,
                 "world_size": acc.num_processes,
+                "ranks_in_sync": ranks_in_sync(acc, self.model),
             }
         )
+        if not metrics["ranks_in_sync"]:
+            logger.warning("the ranks ended with different weights (parameter checksums differ)")
         self._event("on_train_end", metrics)
         best_dir = os.path.join(self.output_dir, "best") if self.export_fn is not None else None
         return EngineResult(metrics=metrics, best_dir=best_dir, history=self.state["history"],
@@ -401,7 +409,7 @@ class Engine:
                     if acc.sync_gradients and args.max_grad_norm and args.max_grad_norm > 0:
                         acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                     self.optimizer.step()
-                    if acc.sync_gradients:
+                    if acc.sync_gradients and not acc.optimizer_step_was_skipped:  # fp16: skipped on overflow
                         self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 for k, v in out.items():
@@ -417,8 +425,10 @@ class Engine:
                 step = self.state["global_step"]
                 pbar.update(1)
                 if step % args.logging_steps == 0 or step == total:
-                    # One host sync every logging_steps, not one per step.
-                    last_logs = {k: float(v) / running_n for k, v in running.items()}
+                    # One host sync every logging_steps, not one per step; the mean over every rank's batches.
+                    keys = sorted(running)
+                    means = acc.reduce(torch.stack([running[k] for k in keys]) / running_n, "mean")
+                    last_logs = dict(zip(keys, means.tolist()))
                     last_logs["lr"] = self.scheduler.get_last_lr()[0]
                     self.state["log_history"].append({"step": step, **last_logs})
                     acc.log({f"train/{k}": v for k, v in last_logs.items()}, step=step)
@@ -427,7 +437,9 @@ class Engine:
                     self._event("on_step_end", last_logs)
                 else:
                     self._event("on_step_end", {})
-                end_of_epoch = self.state["batches_in_epoch"] >= batches_per_epoch
+                # The loader's own look-ahead knows the last batch even when len() and the batches disagree.
+                end_of_epoch = (self.state["batches_in_epoch"] >= batches_per_epoch
+                                or acc.gradient_state.end_of_dataloader)
                 do_eval = self.eval_loaders and (
                     (eval_every and step % eval_every == 0) or (not eval_every and end_of_epoch) or step == total
                 )

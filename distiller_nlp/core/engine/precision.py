@@ -1,4 +1,18 @@
-"""Precision and the Accelerator: ``auto | no | bf16 | fp16``, where ``auto`` picks bf16 only where it runs fast.
+"""Precision and the one Accelerator of a process: ``auto | no | bf16 | fp16``, ``auto`` decided per device.
+
+``auto``:
+
+* a CUDA GPU that runs bf16 natively (compute capability >= 8.0: A100, H100, RTX 30xx/40xx): **bf16** autocast;
+* an older CUDA GPU (V100 = sm70, T4 = sm75): **fp16** autocast with dynamic loss scaling (accelerate's GradScaler);
+  ``torch.cuda.is_bf16_supported()`` alone says yes there too, by emulation, so it is asked with
+  ``including_emulation=False`` and the capability decides;
+* a CPU: bf16 where it has AMX tiles or AVX-512 bf16 (fast kernels), fp32 otherwise (an AVX2-only CPU runs bf16
+  matmuls far slower than fp32; ratios in ``benchmarks/results/bench_kd_step.md``).
+
+Every command of a process shares one ``AcceleratorState`` (accelerate keeps it in a singleton). A later command that
+asks for another precision (``run RECIPE``: a teacher stage in ``auto`` then a student stage with ``--precision no``)
+gets a fresh ``AcceleratorState`` on the same process group instead of accelerate's "already initialized" error; asking
+for ``--cpu`` in a process whose state already sits on a GPU is an error that says so.
 
 Depends on torch and accelerate only.
 """
@@ -12,66 +26,103 @@ import torch
 
 from distiller_nlp.core.errors import DistillerError
 
-__all__ = ["bf16_is_fast", "resolve_precision", "make_accelerator"]
+__all__ = ["bf16_is_fast", "gpu_precision", "resolve_precision", "make_accelerator"]
 
 logger = logging.getLogger(__name__)
 
 _BF16_FAST_CACHE: dict = {}
 
 
-def bf16_is_fast(on_gpu: Optional[bool] = None) -> bool:
-    """True where bf16 matmuls run fast: a CUDA GPU with bf16 support, or a CPU with AMX tiles or AVX-512 bf16.
+def gpu_precision(device_index: Optional[int] = None) -> str:
+    """``bf16`` on a CUDA GPU with native bf16 (compute capability >= 8.0), ``fp16`` below that."""
+    major, _minor = torch.cuda.get_device_capability(device_index)
+    native = major >= 8
+    try:
+        native = native and bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # an older torch without the keyword
+        pass
+    return "bf16" if native else "fp16"
 
-    A CPU without those (e.g. an AVX2-only AMD EPYC) falls back to slow reference kernels for bf16 matmuls, so
-    ``auto`` must pick fp32 there (measured ratios are in ``benchmarks/results/bench_kd_step.md``).
-    ``on_gpu=None`` means "a GPU if one is available".
-    """
+
+def bf16_is_fast(on_gpu: Optional[bool] = None) -> bool:
+    """True where bf16 matmuls run fast: a CUDA GPU with native bf16 (sm80+), or a CPU with AMX tiles or AVX-512 bf16.
+
+    ``on_gpu=None`` means "a GPU if one is available"."""
     if on_gpu is None:
         on_gpu = torch.cuda.is_available()
-    if on_gpu not in _BF16_FAST_CACHE:
-        if on_gpu:
-            fast = bool(torch.cuda.is_bf16_supported())
-        else:
-            fast = False
-            for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-                probe = getattr(torch.cpu, name, None)
-                fast = fast or (bool(probe()) if probe is not None else False)
-        _BF16_FAST_CACHE[on_gpu] = fast
-    return _BF16_FAST_CACHE[on_gpu]
+    if on_gpu:
+        return gpu_precision() == "bf16"
+    if "cpu" not in _BF16_FAST_CACHE:
+        fast = False
+        for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+            probe = getattr(torch.cpu, name, None)
+            fast = fast or (bool(probe()) if probe is not None else False)
+        _BF16_FAST_CACHE["cpu"] = fast
+    return _BF16_FAST_CACHE["cpu"]
 
 
 def resolve_precision(precision: str, cpu: bool = False) -> str:
     """Map ``auto|no|bf16|fp16`` to what accelerate understands (``no``/``bf16``/``fp16``), logging the choice."""
     on_gpu = torch.cuda.is_available() and not cpu
     if precision == "auto":
-        chosen = "bf16" if bf16_is_fast(on_gpu) else "no"
+        if on_gpu:
+            chosen = gpu_precision()
+            logger.info("precision auto: %s autocast on this GPU (compute capability %s)", chosen,
+                        ".".join(map(str, torch.cuda.get_device_capability())))
+            return chosen
+        chosen = "bf16" if bf16_is_fast(False) else "no"
         if chosen == "no":
-            logger.info("precision auto: bf16 is not fast on this hardware, training in fp32")
+            logger.info("precision auto: bf16 is not fast on this CPU, training in fp32")
         else:
-            logger.info("precision auto: bf16 autocast (hardware runs bf16 matmuls fast)")
+            logger.info("precision auto: bf16 autocast (this CPU runs bf16 matmuls fast)")
         return chosen
-    if precision == "fp16" and not on_gpu:
-        raise DistillerError("precision fp16 needs a CUDA GPU; use --precision bf16 or --precision no on CPU")
     if precision not in ("no", "bf16", "fp16"):
         raise DistillerError(f"unknown precision '{precision}' (use auto, no, bf16 or fp16)")
+    if precision == "fp16" and not on_gpu:
+        raise DistillerError("precision fp16 needs a CUDA GPU; use --precision bf16 or --precision no on CPU")
     if precision == "bf16" and not bf16_is_fast(on_gpu):
-        logger.warning("precision bf16: this %s has no fast bf16 kernels (no AMX / AVX-512 bf16); bf16 may run "
-                       "far slower than fp32 here. --precision auto picks the fast one.", "GPU" if on_gpu else "CPU")
+        logger.warning("precision bf16: this %s has no fast bf16 kernels; bf16 may run far slower than fp32 here "
+                       "(--precision auto picks the fast one).", "GPU" if on_gpu else "CPU")
     return precision
 
 
-def make_accelerator(args, output_dir: Optional[str] = None, tracking: bool = False):
-    """The Accelerator every command uses (precision resolved, seedable sampler, DDP kwargs)."""
+def _fit_accelerator_state(mixed: str, cpu: bool) -> None:
+    """Let a new Accelerator of this process use ``mixed`` precision: keep the process group (``PartialState``),
+    reset the precision state when an earlier command chose another one."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    if PartialState._shared_state and cpu and PartialState().device.type != "cpu":
+        raise DistillerError(f"this process already runs on {PartialState().device}; --cpu cannot change within one "
+                             "process (start a new one)")
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def make_accelerator(args, output_dir: Optional[str] = None, tracking: bool = False, find_unused: bool = False):
+    """The Accelerator every command uses: precision resolved per device, seedable sampler, DDP kwargs, the
+    tracker of ``args.report_to`` (with ``tracking``); checks the launch (see
+    :func:`distiller_nlp.core.distributed.check_launch`).
+
+    ``find_unused``: DDP tolerates parameters without gradients (set by callers whose module leaves some unused:
+    general distillation's classifier, SuperLM subnets), as does ``args.find_unused_parameters``."""
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import DistributedDataParallelKwargs
 
-    mixed = resolve_precision(args.precision, cpu=args.cpu)
-    return Accelerator(
-        cpu=args.cpu,
+    from distiller_nlp.core.distributed import check_launch
+
+    cpu = bool(args.cpu) or not torch.cuda.is_available()  # without a GPU, --cpu is implied (also under a launcher)
+    mixed = resolve_precision(args.precision, cpu=cpu)
+    _fit_accelerator_state(mixed, cpu)
+    report_to = getattr(args, "report_to", "none") or "none"
+    acc = Accelerator(
+        cpu=cpu,
         mixed_precision=mixed,
         gradient_accumulation_steps=args.grad_accum,
-        log_with="tensorboard" if (tracking and args.report_to == "tensorboard") else None,
+        log_with=report_to if (tracking and report_to != "none") else None,
         project_dir=output_dir,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.find_unused_parameters)],
+        kwargs_handlers=[DistributedDataParallelKwargs(
+            find_unused_parameters=bool(args.find_unused_parameters or find_unused))],
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    check_launch(acc.num_processes)
+    return acc

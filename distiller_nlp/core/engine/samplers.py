@@ -24,8 +24,12 @@ class LengthGroupedBatchSampler:
     """Shuffled batches of similar length, so padding to the longest example of a batch wastes little compute.
 
     Each epoch: a seeded permutation of the examples is cut into chunks of ``mega`` batches; each chunk is sorted by
-    length and split into batches; the order of all batches is shuffled. Deterministic in (seed, epoch), so a resumed
-    run sees the same batches. On tweets (median 34 tokens, max 64) the mean padded length of a batch of 32 drops
+    length and split into batches; the order of all full batches is shuffled and the one short batch (if any) comes
+    last. Deterministic in (seed, epoch), so a resumed run sees the same batches.
+
+    The short batch must come last: accelerate's ``BatchSamplerShard`` hands out batches in rounds of one per rank
+    and treats a short batch as the end of the data, so a short batch in the middle made a round (one batch per
+    rank) vanish and ``len(loader)`` overstate the epoch. On tweets (median 34 tokens, max 64) the mean padded length of a batch of 32 drops
     from about 58 to about 36 tokens.
     """
 
@@ -55,19 +59,27 @@ class LengthGroupedBatchSampler:
             part = perm[start:start + chunk]
             part = part[np.argsort(-self.lengths[part], kind="stable")]
             batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
-        for k in rng.permutation(len(batches)):
-            yield batches[k]
+        short = [b for b in batches if len(b) < self.batch_size]
+        full = [b for b in batches if len(b) == self.batch_size]
+        for k in rng.permutation(len(full)):
+            yield full[k]
+        yield from short
 
 
 class GroupedBatchSampler:
     """Shuffled batches that keep groups of examples together (repeated augmentation: an example and its augmented
     copies in one batch). ``groups``: lists of dataset indices of equal size k; each batch holds
-    ``max(1, batch_size // k)`` whole groups. Deterministic in (seed, epoch)."""
+    ``max(1, batch_size // k)`` whole groups, so its true size is that times k (15 for ``batch_size`` 16 and k = 3),
+    which is what ``batch_size`` reports: accelerate's ``BatchSamplerShard`` compares every batch with it, and a wrong
+    value gave the ranks different batch counts (a hang). Deterministic in (seed, epoch)."""
 
     def __init__(self, groups, batch_size: int, seed: int = 0):
         self.groups = [list(g) for g in groups]
-        self.per_batch = max(1, int(batch_size) // max(1, len(self.groups[0]) if self.groups else 1))
-        self.batch_size = int(batch_size)
+        k = max(1, len(self.groups[0]) if self.groups else 1)
+        if any(len(g) != k for g in self.groups):
+            raise DistillerError("repeated augmentation: every example needs the same number of copies")
+        self.per_batch = max(1, int(batch_size) // k)
+        self.batch_size = self.per_batch * k  # the true size of every batch but the last
         self.drop_last = False
         self.seed = int(seed)
         self.epoch = 0

@@ -1,0 +1,158 @@
+"""In-process regression tests of the multi-process fixes (the 2-process runs are in ``test_distributed.py``):
+samplers that shard evenly, precision decided per device, one Accelerator state per process, clear errors for a
+misconfigured launch and for ``hpo`` under several processes, SyncBatchNorm on several GPUs."""
+
+import types
+
+import pytest
+import torch
+from accelerate.data_loader import BatchSamplerShard
+
+from distiller_nlp.core.engine import GroupedBatchSampler, LengthGroupedBatchSampler
+from distiller_nlp.core.engine import precision as prec
+from distiller_nlp.core.errors import DistillerError
+
+
+def shard_batches(sampler, num_processes=2):
+    """The batches every rank gets from accelerate's ``BatchSamplerShard`` (what ``prepare`` wraps a loader in)."""
+    return [list(BatchSamplerShard(sampler, num_processes, i, split_batches=False, even_batches=True))
+            for i in range(num_processes)]
+
+
+@pytest.mark.parametrize("batch_size", [16, 15, 9])
+def test_grouped_sampler_shards_evenly_when_batch_size_is_not_a_multiple_of_k(batch_size):
+    """Failure 1: k = 3 copies per example and batch 16 -> true batches of 15; the sampler used to report 16, so
+    BatchSamplerShard saw every batch as short and the ranks got different batch counts (a hang)."""
+    groups = [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(40)]
+    sampler = GroupedBatchSampler(groups, batch_size, seed=1)
+    assert sampler.batch_size == (batch_size // 3) * 3
+    per_rank = shard_batches(sampler)
+    assert len(per_rank[0]) == len(per_rank[1]) == len(BatchSamplerShard(sampler, 2, 0, even_batches=True))
+    seen = {i for rank in per_rank for b in rank for i in b}
+    assert seen == set(range(120))
+    for rank in per_rank:  # whole groups stay together
+        for b in rank:
+            assert all(i // 3 == b[j - j % 3] // 3 for j, i in enumerate(b))
+
+
+def test_grouped_sampler_rejects_unequal_groups():
+    with pytest.raises(DistillerError, match="same number of copies"):
+        GroupedBatchSampler([[0, 1], [2]], 4)
+
+
+@pytest.mark.parametrize("epoch", range(8))
+def test_length_grouped_sampler_loses_no_batch_under_sharding(epoch):
+    """Failure 2: the short batch was shuffled into the middle, where BatchSamplerShard takes it for the end of the
+    data and drops a round; len(loader) was then one too high in about half the epochs."""
+    lengths = torch.randint(3, 60, (74,), generator=torch.Generator().manual_seed(epoch)).tolist()
+    sampler = LengthGroupedBatchSampler(lengths, 8, seed=3, mega=2)
+    sampler.set_epoch(epoch)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) and all(len(b) == 8 for b in batches[:-1]) and len(batches[-1]) == 2
+    per_rank = shard_batches(sampler)
+    expected = len(BatchSamplerShard(sampler, 2, 0, even_batches=True))
+    assert len(per_rank[0]) == len(per_rank[1]) == expected == 5
+    assert {i for rank in per_rank for b in rank for i in b} == set(range(74))
+
+
+# ------------------------------------------------------------------------------------------------ precision
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Pretend a CUDA GPU of a given compute capability is present (no CUDA call reaches the driver)."""
+    def install(capability):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True: including_emulation or capability[0] >= 8)
+    return install
+
+
+@pytest.mark.parametrize("capability,expected", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"),
+                                                 ((8, 6), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_per_gpu(fake_gpu, capability, expected):
+    """auto = bf16 where the GPU runs it natively (sm80+), fp16 with loss scaling below (V100 sm70, T4 sm75), even
+    though ``is_bf16_supported()`` says yes there by emulation."""
+    fake_gpu(capability)
+    assert prec.resolve_precision("auto") == expected
+    assert prec.bf16_is_fast(True) is (expected == "bf16")
+    assert prec.resolve_precision("auto", cpu=True) in ("bf16", "no")  # --cpu: the CPU decides
+    assert prec.resolve_precision("fp16") == "fp16"
+
+
+def test_auto_precision_on_cpu_follows_the_kernels(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for fast, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(prec, "_BF16_FAST_CACHE", {"cpu": fast})
+        assert prec.resolve_precision("auto") == expected
+    with pytest.raises(DistillerError, match="fp16 needs a CUDA GPU"):
+        prec.resolve_precision("fp16")
+
+
+def test_a_second_command_in_one_process_may_use_another_precision(monkeypatch):
+    """Failure 8: ``run`` with a teacher stage in ``auto`` (= bf16 on a CPU with fast bf16) and ``--precision no``
+    for the student made accelerate raise "AcceleratorState has already been initialized"."""
+    from accelerate.state import AcceleratorState
+
+    from distiller_nlp.core.train_args import TrainArgs
+
+    monkeypatch.setattr(prec, "_BF16_FAST_CACHE", {"cpu": True})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    first = prec.make_accelerator(TrainArgs(precision="auto", report_to="none"))
+    assert first.mixed_precision == "bf16"
+    second = prec.make_accelerator(TrainArgs(precision="no", report_to="none"))
+    assert second.mixed_precision == "no"
+    third = prec.make_accelerator(TrainArgs(precision="bf16", report_to="none"))
+    assert third.mixed_precision == "bf16"
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+# ------------------------------------------------------------------------------------------------ misuse
+
+def test_world_size_without_a_process_group_is_a_clear_error(monkeypatch):
+    from distiller_nlp.core.distributed import check_launch
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DistillerError, match="WORLD_SIZE=2 but this process runs alone.*--multi_gpu"):
+        check_launch(1)
+    check_launch(2)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_launch(1)
+
+
+def test_hpo_refuses_several_processes(monkeypatch, tmp_path, capsys):
+    """Failure 7: under ``accelerate launch`` every rank ran its own study under one worker id."""
+    from distiller_nlp.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code = main(["hpo", "--trials", "2", "--output-dir", str(tmp_path / "hpo")])
+    err = capsys.readouterr().err
+    assert code == 2 and "hpo runs as one process" in err and "--storage" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "hpo").exists()
+
+
+def test_sync_batchnorm_only_on_several_gpus():
+    from distiller_nlp.core.distributed import sync_batchnorm
+
+    def net():
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+
+    gpus = types.SimpleNamespace(num_processes=2, device=torch.device("cuda", 1))
+    assert isinstance(sync_batchnorm(net(), gpus)[1], torch.nn.SyncBatchNorm)
+    for acc in (types.SimpleNamespace(num_processes=1, device=torch.device("cuda", 0)),
+                types.SimpleNamespace(num_processes=2, device=torch.device("cpu"))):
+        assert type(sync_batchnorm(net(), acc)[1]) is torch.nn.BatchNorm2d
+
+
+def test_params_checksum_tells_models_apart():
+    from distiller_nlp.core.distributed import params_checksum
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 3)
+    b = torch.nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(params_checksum(a), params_checksum(b))
+    with torch.no_grad():
+        b.weight[0, 0] += 1e-4
+    assert not torch.equal(params_checksum(a), params_checksum(b))

@@ -274,3 +274,111 @@ def test_predict_each_example_once_rank0_writes(tiny_teacher, data37, tmp_path):
     assert lines[0].split("\t")[:2] == ["index", "prediction"] and len(lines) == 1 + 37
     assert [int(x.split("\t")[0]) for x in lines[1:]] == list(range(37))
     run.check_artifacts(("pred.tsv",))
+
+
+# ------------------------------------------------------------------------------------------------ slow cases
+
+@pytest.fixture(scope="module")
+def no_dropout_teacher(tiny_teacher, tmp_path_factory):
+    """The fine-tuned tiny teacher with dropout 0 in its config (a student built from it inherits dropout 0)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("nodrop") / "teacher"
+    shutil.copytree(tiny_teacher, out, ignore=shutil.ignore_patterns("checkpoints", "distill", "finetune*"))
+    with open(out / "config.json", encoding="utf-8") as fh:
+        config = json.load(fh)
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out / "config.json").write_text(json.dumps(config))
+    return str(out)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(no_dropout_teacher, data37, tmp_path):
+    """Dropout 0, no augmentation, logit KD: 2 processes x batch 8 = 1 process x batch 16, step for step (the first
+    4 steps hold full batches only). Step 1 sees the same weights and the same 16 examples: its loss (the mean over
+    both ranks) agrees to 1e-6. Adam's first updates are about lr x sign(gradient), so gradients that differ by float
+    summation order can move near-zero coordinates apart by up to 2 lr; later losses agree to 1e-3 (relative) and the
+    typical weight to 1e-5."""
+    from safetensors.torch import load_file
+
+    from distiller_nlp.cli import main
+
+    common = ["--max-steps", "4", "--lr", "1e-3", "--warmup-ratio", "0", "--pred-loss", "kd", "--logging-steps",
+              "1", "--precision", "no", "--report-to", "none", "--eval-steps", "4"]
+    two = Launch(tmp_path, "distiller_nlp", distill(no_dropout_teacher, data37, *common,
+                                                     "--output-dir", tmp_path / "two"), out=tmp_path / "two")
+    one = tmp_path / "one"
+    args = distill(no_dropout_teacher, data37, *common, "--output-dir", str(one))
+    args[args.index("--batch-size") + 1] = "16"
+    assert main([str(a) for a in args]) == 0
+
+    def losses(path):
+        with open(os.path.join(path, "history.json"), encoding="utf-8") as fh:
+            return [e["loss"] for e in json.load(fh)["train"]]
+
+    l2, l1 = losses(two.out), losses(one)
+    assert len(l1) == len(l2) == 4
+    assert l2[0] == pytest.approx(l1[0], abs=1e-6)
+    assert l2 == pytest.approx(l1, rel=1e-3)
+    a, b = load_file(os.path.join(two.out, "model.safetensors")), load_file(str(one / "model.safetensors"))
+    assert a.keys() == b.keys()
+    diffs = torch_cat_abs_diff(a, b)
+    assert float(diffs.median()) < 1e-5 and float(diffs.max()) <= 2 * 4 * 1e-3
+    check_run(two)
+
+
+def torch_cat_abs_diff(a: dict, b: dict):
+    import torch
+
+    return torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in sorted(a)])
+
+
+@pytest.mark.slow
+def test_distill_mi_alpha_with_mixup(tiny_teacher, data37, tmp_path):
+    run = Launch(tmp_path, "distiller_nlp", distill(tiny_teacher, data37, "--epochs", "2", "--mixup", "--mapping",
+                                                     "last", "--inter-loss", "mi_alpha",
+                                                     "--output-dir", tmp_path / "run"))
+    check_run(run, evals=2, eval_examples=37, epochs=2)
+    run.check_artifacts(("metrics.json", "config.yaml", "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_distill_emd_mapping(tiny_teacher, data37, tmp_path):
+    """EMD's layer weights are buffers: every rank must compute the same update (DDP broadcasts rank 0's)."""
+    run = Launch(tmp_path, "distiller_nlp", distill(tiny_teacher, data37, "--epochs", "2", "--mapping", "emd",
+                                                     "--inter-loss", "hidden_mse", "--output-dir", tmp_path / "run"))
+    check_run(run, evals=2, eval_examples=37, epochs=2)
+    run.check_artifacts(("metrics.json", "config.yaml", "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_distill_repeated_augmentation_k3_batch16(tiny_teacher, data37, tmp_path):
+    """Failure 1: k = 3 with batch 16 (true batches of 15) hung one rank."""
+    args = distill(tiny_teacher, data37, "--epochs", "2", "--augment", "random", "--set", "augment.repeated_aug=3",
+                   "--output-dir", tmp_path / "run")
+    args[args.index("--batch-size") + 1] = "16"
+    run = Launch(tmp_path, "distiller_nlp", args)
+    check_run(run, evals=2, eval_examples=37, epochs=2)
+    run.check_artifacts(("metrics.json", "config.yaml", "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_train_superlm_uniform(bert_teacher, tmp_path):
+    run = train_superlm(tmp_path, bert_teacher, "uniform", tmp_path / "run")
+    assert check_run(run)["global_step"] == 4
+    run.check_artifacts(("metrics.json", "train_superlm.yaml", "superlm.json"))
+
+
+@pytest.mark.slow
+def test_vision_bdkd_online(tmp_path):
+    run = Launch(tmp_path, "vision_kd", ["train", "--method", "bdkd", "--dataset", "digits", "--epochs", "2",
+                                         "--threads", "1", "--cpu", "--output-dir", tmp_path / "run"])
+    check_run(run, evals=2, epochs=2)
+    run.check_artifacts(("metrics.json", "config.yaml", "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_hpo_under_a_launcher_exits_2_with_advice(tiny_teacher, data37, tmp_path):
+    run = Launch(tmp_path, "distiller_nlp", ["hpo", "--teacher", tiny_teacher, "--task", "sst2", "--data-dir", data37,
+                                             "--trials", "2", "--cpu", "--output-dir", tmp_path / "run"], expect=1)
+    assert "hpo runs as one process" in run.output and not os.path.exists(run.out)

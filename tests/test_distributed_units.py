@@ -156,3 +156,20 @@ def test_params_checksum_tells_models_apart():
     with torch.no_grad():
         b.weight[0, 0] += 1e-4
     assert not torch.equal(params_checksum(a), params_checksum(b))
+
+
+def test_loader_order_is_the_same_on_every_rank_whatever_the_global_seed():
+    """Dropout streams are seeded per rank (seed + rank); the shuffling must not follow: accelerate seeds its sampler
+    from torch.initial_seed() unless data_seed is set, and ranks would shard different permutations."""
+    from torch.utils.data import DataLoader
+
+    from distiller_nlp.core.engine.samplers import seeded_generator
+    from distiller_nlp.core.train_args import TrainArgs
+
+    orders = []
+    for global_seed in (42, 43):
+        torch.manual_seed(global_seed)
+        acc = prec.make_accelerator(TrainArgs(precision="no", report_to="none", seed=7, cpu=True))
+        loader = acc.prepare(DataLoader(list(range(50)), batch_size=8, shuffle=True, generator=seeded_generator(7)))
+        orders.append([b.tolist() for b in loader])
+    assert orders[0] == orders[1]

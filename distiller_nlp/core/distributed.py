@@ -23,7 +23,7 @@ import torch
 from distiller_nlp.core.errors import DistillerError
 
 __all__ = ["launched_world_size", "check_launch", "refuse_several_processes", "process_device", "seed_process",
-           "finish_trackers", "params_checksum", "ranks_in_sync", "sync_batchnorm"]
+           "finish_trackers", "params_checksum", "ranks_in_sync", "sync_batchnorm", "sync_buffers"]
 
 
 def launched_world_size() -> int:
@@ -109,3 +109,18 @@ def sync_batchnorm(module: torch.nn.Module, accelerator) -> torch.nn.Module:
         if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
             return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return module
+
+
+def sync_buffers(accelerator, module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics, EMD layer weights), as DDP does at the start of
+    each training forward. Called before evaluation and at the end of training: a rank's last training forward
+    updates its buffers from its own batch, and evaluation calls the unwrapped module (no DDP broadcast), so ranks
+    would otherwise evaluate — and end — with different models. A collective: every rank calls it."""
+    if accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buf in accelerator.unwrap_model(module).buffers():
+        dist.broadcast(buf.data, src=0)

@@ -40,7 +40,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distiller_nlp.core.distributed import finish_trackers, ranks_in_sync, seed_process, sync_batchnorm
+from distiller_nlp.core.distributed import (finish_trackers, ranks_in_sync, seed_process, sync_batchnorm,
+                                            sync_buffers)
 from distiller_nlp.core.engine.callbacks import Callback
 from distiller_nlp.core.engine.checkpoints import CHECKPOINT_PREFIX, STATE_FILE, list_checkpoints, untie
 from distiller_nlp.core.engine.evaluate import batch_size_of, evaluate_loaders, predict_loader
@@ -334,6 +335,7 @@ class Engine:
             pbar.close()
             if tracking:
                 finish_trackers(acc)  # not end_training(): it destroys the process group the run still needs
+        sync_buffers(acc, self.model)  # the last forward updated each rank's buffers from its own batch
         if not self.eval_loaders:
             self._export(os.path.join(self.output_dir, "best"))
             self.state["best_step"] = self.state["global_step"]

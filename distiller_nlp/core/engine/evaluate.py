@@ -34,6 +34,9 @@ def predict_loader(accelerator, model: nn.Module, loader, desc: str = "eval"):
     """
     from tqdm.auto import tqdm
 
+    from distiller_nlp.core.distributed import sync_buffers
+
+    sync_buffers(accelerator, model)  # every rank evaluates rank 0's BatchNorm statistics
     model = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()

@@ -122,7 +122,10 @@ def make_accelerator(args, output_dir: Optional[str] = None, tracking: bool = Fa
         project_dir=output_dir,
         kwargs_handlers=[DistributedDataParallelKwargs(
             find_unused_parameters=bool(args.find_unused_parameters or find_unused))],
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # data_seed: the shuffling seed every rank shares; without it accelerate seeds each rank's sampler from
+        # torch.initial_seed(), which differs per rank once dropout streams are seeded per rank (seed_process), and
+        # the ranks would then shard different permutations (some examples twice, others never).
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=int(args.seed)),
     )
     check_launch(acc.num_processes)
     return acc

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow gpu-smoke install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest -q -m slow
+
+gpu-smoke: $(STAMP)
+	$(OFFLINE) $(PY) benchmarks/gpu_smoke.py --output benchmarks/results/gpu_smoke.json
 
 clean:
 	rm -rf $(VENV) runs

@@ -216,6 +216,7 @@ def test_sigkill_then_resume_gives_the_same_metrics(tiny_teacher, sst2_dir, tmp_
     assert a["global_step"] == b["global_step"] == 60 and a["best_step"] == b["best_step"]
 
 
+@pytest.mark.slow  # the default suite's 2-process runs are tests/test_distributed.py
 @pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(
     os.path.join(os.path.dirname(sys.executable), "accelerate")), reason="accelerate CLI not installed")
 def test_accelerate_launch_two_processes(tiny_teacher, tmp_path):

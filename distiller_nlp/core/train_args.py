@@ -46,6 +46,8 @@ class TrainArgs:
     find_unused_parameters: bool = option(False, help="DDP: tolerate parameters without gradients")
     group_by_length: bool = option(False, help="batch examples of similar length (less padding)", flag=True)
     optim: str = option("auto", help="{choices} (auto = fused AdamW on CPU/CUDA)", choices=OPTIMIZERS, flag=True)
+    num_workers: int = option(0, help="DataLoader worker processes per process (0: load in the main thread)", min=0,
+                              flag=True)
 
     def validate(self, source: str = "config") -> None:
         """Check every field's range and the cross-field rule (epochs or max_steps); one-line errors naming the key

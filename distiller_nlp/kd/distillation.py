@@ -34,10 +34,15 @@ def cache_teacher(cfg: DistillConfig, output_dir: str, overwrite: bool = False) 
         raise DistillerError(f"cannot cache the teacher for this KD config: {problem}")
     key = tc.cache_key_for(run)
     layers = run.module.teacher_hidden_layers
-    ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, layers,
-                                    pad_token_id=run.tokenizer.pad_token_id, dtype=run.cache_dtype)
-    tc.save_teacher_cache(ds, output_dir, key, run.teacher_path, layers)
-    return {"key": key, "examples": len(ds), "hidden_layers": layers}
+    # The teacher runs on this process's device (a GPU unless --cpu); under a launcher rank 0 computes and writes.
+    accelerator = make_accelerator(cfg.train)
+    if accelerator.is_main_process:
+        run.teacher.to(accelerator.device)
+        ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, layers,
+                                        pad_token_id=run.tokenizer.pad_token_id, dtype=run.cache_dtype)
+        tc.save_teacher_cache(ds, output_dir, key, run.teacher_path, layers)
+    accelerator.wait_for_everyone()
+    return {"key": key, "examples": len(run.tok["train"]), "hidden_layers": layers}
 
 
 def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,

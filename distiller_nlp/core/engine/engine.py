@@ -47,7 +47,7 @@ from distiller_nlp.core.engine.checkpoints import CHECKPOINT_PREFIX, STATE_FILE,
 from distiller_nlp.core.engine.evaluate import batch_size_of, evaluate_loaders, predict_loader
 from distiller_nlp.core.engine.optim import linear_warmup_schedule, make_optimizer
 from distiller_nlp.core.engine.precision import make_accelerator
-from distiller_nlp.core.engine.samplers import train_loader
+from distiller_nlp.core.engine.samplers import loader_kwargs, train_loader
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.rundir import write_json_atomic
 
@@ -139,7 +139,8 @@ class Engine:
         raw_loader, self.length_sampler = train_loader(train_dataset, args, collate_fn)
         self.eval_names = list((eval_datasets or {}).keys())
         eval_loaders = [
-            DataLoader(ds, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_fn)
+            DataLoader(ds, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_fn,
+                       **loader_kwargs(args))
             for ds in (eval_datasets or {}).values()
         ]
         self.frozen = frozen or []

@@ -83,7 +83,10 @@ def evaluate_module(module: nn.Module, eval_datasets: dict, collate_fn: Callable
 
     acc = accelerator or make_accelerator(args)
     names = list(eval_datasets)
-    loaders = [DataLoader(ds, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_fn)
+    from distiller_nlp.core.engine.samplers import loader_kwargs
+
+    loaders = [DataLoader(ds, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_fn,
+                          **loader_kwargs(args))
                for ds in eval_datasets.values()]
     prepared = acc.prepare(module, *loaders)
     model, loaders = prepared[0], list(prepared[1:])

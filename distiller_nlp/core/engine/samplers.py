@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from distiller_nlp.core.errors import DistillerError
 
 __all__ = ["LengthGroupedBatchSampler", "GroupedBatchSampler", "example_lengths", "seeded_generator",
-           "train_loader"]
+           "train_loader", "loader_kwargs"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,17 @@ def example_lengths(dataset) -> np.ndarray:
     return np.fromiter((len(x) for x in dataset["input_ids"]), dtype=np.int64, count=len(dataset))
 
 
+def loader_kwargs(args) -> dict:
+    """Worker processes (``args.num_workers``) and pinned host memory (when batches go to a CUDA GPU) for a
+    DataLoader."""
+    workers = int(getattr(args, "num_workers", 0) or 0)
+    on_gpu = torch.cuda.is_available() and not getattr(args, "cpu", False)
+    out = {"num_workers": workers, "pin_memory": on_gpu}
+    if workers > 0:
+        out["persistent_workers"] = True
+    return out
+
+
 def train_loader(dataset, args, collate_fn):
     """``(DataLoader, batch_sampler or None)`` for a training set.
 
@@ -131,6 +142,6 @@ def train_loader(dataset, args, collate_fn):
         sampler = LengthGroupedBatchSampler(example_lengths(dataset), args.batch_size, seed=args.seed)
     if sampler is not None:
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn,
-                          generator=seeded_generator(args.seed)), sampler
+                          generator=seeded_generator(args.seed), **loader_kwargs(args)), sampler
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate_fn,
-                      generator=seeded_generator(args.seed)), None
+                      generator=seeded_generator(args.seed), **loader_kwargs(args)), None

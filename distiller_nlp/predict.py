@@ -78,25 +78,41 @@ def evaluate_model(model_path: str, data: DataConfig, train: Optional[TrainArgs]
 
 def _split_logits(model_path: str, data: DataConfig, splits: list, train: TrainArgs,
                   trust_remote_code: bool = False) -> dict:
-    """``{split: (task, logits)}`` of a saved model on each of ``splits`` (in file order)."""
-    import torch
+    """``{split: (task, logits)}`` of a saved model on each of ``splits`` (in file order), on this process's device.
+
+    Under several processes each rank predicts its shard and every rank gets all logits, each example once
+    (``gather_for_metrics``); callers write files on the main process only."""
     from torch.utils.data import DataLoader
 
+    from distiller_nlp.core.engine import make_accelerator, predict_loader
+    from distiller_nlp.core.engine.samplers import loader_kwargs
+
     _, tok, task, model, collate = _load(model_path, data, train, trust_remote_code)
-    device = torch.device("cpu") if train.cpu or not torch.cuda.is_available() else torch.device("cuda")
-    model.to(device).eval()
-    out = {}
     for split in splits:
         if split not in tok:
             raise DistillerError(f"split '{split}' not in task '{task.name}' (has: {', '.join(tok)})")
-        loader = DataLoader(tok[split], batch_size=train.eval_batch_size, shuffle=False, collate_fn=collate)
-        rows = []
-        with torch.no_grad():
-            for batch in loader:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                rows.append(model(**model_inputs(batch)).logits.float().cpu())
-        out[split] = (task, torch.cat(rows).numpy() if rows else np.zeros((0, max(1, task.num_labels))))
+    acc = make_accelerator(train)
+    predictor = _Predictor(model).to(acc.device).eval()
+    out = {}
+    for split in splits:
+        loader = acc.prepare(DataLoader(tok[split], batch_size=train.eval_batch_size, shuffle=False,
+                                        collate_fn=collate, **loader_kwargs(train)))
+        logits, _ = predict_loader(acc, predictor, loader, desc=f"predict {split}")
+        out[split] = (task, logits if len(logits) else np.zeros((0, max(1, task.num_labels))))
     return out
+
+
+def _is_main() -> bool:
+    from accelerate.state import PartialState
+
+    return PartialState().is_main_process if PartialState._shared_state else True
+
+
+def _barrier() -> None:
+    from accelerate.state import PartialState
+
+    if PartialState._shared_state:
+        PartialState().wait_for_everyone()
 
 
 # GLUE benchmark submission files: task -> {test split: file name}; label format per task (ids or names)
@@ -127,9 +143,13 @@ def glue_submission(model_path: str, data: DataConfig, output_dir: str, train: O
     splits = [s for s in files if s in ds and len(ds[s]) > 0]
     if not splits:
         return {}
-    os.makedirs(output_dir, exist_ok=True)
     written = {}
-    for split, (task, logits) in _split_logits(model_path, data, splits, train, trust_remote_code).items():
+    predicted = _split_logits(model_path, data, splits, train, trust_remote_code)
+    if not _is_main():  # the main process writes the files
+        _barrier()
+        return {split: os.path.join(output_dir, files[split]) for split in predicted}
+    os.makedirs(output_dir, exist_ok=True)
+    for split, (task, logits) in predicted.items():
         path = os.path.join(output_dir, files[split])
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
@@ -144,6 +164,7 @@ def glue_submission(model_path: str, data: DataConfig, output_dir: str, train: O
                     w.writerow([i, task.label_names[int(k)] if by_name else int(k)])
         os.replace(tmp, path)
         written[split] = path
+    _barrier()
     return written
 
 
@@ -162,6 +183,9 @@ def predict_split(model_path: str, data: DataConfig, output_file: str, split: st
     if not os.path.isdir(parent):
         raise DistillerError(f"directory of output file {output_file} does not exist")
     task, logits = _split_logits(model_path, data, [split], train, trust_remote_code)[split]
+    if not _is_main():  # every rank holds all predictions; the main process writes them
+        _barrier()
+        return len(logits)
     tmp = f"{output_file}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh, delimiter="\t")
@@ -176,4 +200,5 @@ def predict_split(model_path: str, data: DataConfig, output_file: str, split: st
             for i, p in enumerate(probs):
                 w.writerow([i, names[int(p.argmax())]] + [f"{x:.6f}" for x in p])
     os.replace(tmp, output_file)
+    _barrier()
     return len(logits)

@@ -149,7 +149,9 @@ def scaled_scores(q: torch.Tensor, k: torch.Tensor, num_heads: int, *, truncate:
     """Per-head pre-softmax scores ``q_h k_hᵀ / sqrt(head_dim)`` in fp32, shape ``(B, num_heads, L, L)``."""
     qh = split_heads(q, num_heads, truncate=truncate, what=what).float()
     kh = split_heads(k, num_heads, truncate=truncate, what=what).float()
-    return qh @ kh.transpose(-1, -2) / math.sqrt(qh.shape[-1])
+    device_type = qh.device.type if qh.device.type in ("cpu", "cuda", "xpu", "mps", "hpu") else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):  # autocast would run the matmul in bf16/fp16
+        return qh @ kh.transpose(-1, -2) / math.sqrt(qh.shape[-1])
 
 
 def score_divergence(

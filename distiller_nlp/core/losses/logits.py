@@ -60,10 +60,14 @@ def _target_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
             f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)} (expected {tuple(logits.shape[:-1])})"
         )
     labels = labels.reshape(-1).long()
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise DistillerError(
-            f"labels must lie in [0, {num_classes - 1}], got values in [{int(labels.min())}, {int(labels.max())}]"
-        )
+    if labels.numel() and labels.device.type == "cpu":  # a host check costs no device sync on CPU tensors
+        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+            raise DistillerError(
+                f"labels must lie in [0, {num_classes - 1}], got values in [{int(labels.min())}, {int(labels.max())}]"
+            )
+    elif labels.numel() and labels.device.type == "cuda":  # checked on the device, without a host sync
+        torch._assert_async(((labels >= 0) & (labels < num_classes)).all(),
+                            f"labels must lie in [0, {num_classes - 1}]")
     return labels
 
 
@@ -74,8 +78,11 @@ def _split_target(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
     the target class is really removed (cf. cls_KD issue #16, where a mask of ones left it in).
     """
     n, c = z.shape
-    target_mask = F.one_hot(labels, c).bool()
-    return z[target_mask], z[~target_mask].reshape(n, c - 1)
+    # gathers, not boolean-mask indexing (whose data-dependent shape needs a device-to-host sync)
+    target = z.gather(1, labels[:, None]).squeeze(1)
+    cols = torch.arange(c - 1, device=z.device)[None, :].expand(n, c - 1)
+    non_target = z.gather(1, cols + (cols >= labels[:, None]).long())
+    return target, non_target
 
 
 # ---------------------------------------------------------------------------------------------------------- losses

@@ -261,7 +261,8 @@ class MIAlphaLoss(nn.Module):
                 f"MIAlphaLoss: keep the critic's parameters in fp32 (they are {compute_dtype}); it runs outside "
                 "autocast, so cast the student model, not the critic, to half precision"
             )
-        with torch.autocast(device_type=s.device.type, enabled=False):
+        autocast_device = s.device.type if s.device.type in ("cpu", "cuda", "xpu", "mps", "hpu") else "cpu"
+        with torch.autocast(device_type=autocast_device, enabled=False):
             if s.shape[0] < 2:
                 anchor = s.float().sum() + sum(p.float().sum() for p in self.parameters())
                 self.last_bound = None

@@ -173,3 +173,18 @@ def test_loader_order_is_the_same_on_every_rank_whatever_the_global_seed():
         loader = acc.prepare(DataLoader(list(range(50)), batch_size=8, shuffle=True, generator=seeded_generator(7)))
         orders.append([b.tolist() for b in loader])
     assert orders[0] == orders[1]
+
+
+def test_all_reduce_mean_averages_over_ranks(monkeypatch):
+    """EMD costs are averaged over ranks before the transport problem (every rank then keeps the same layer
+    weights); simulated here with a second rank whose costs are 3x ours."""
+    import torch.distributed as dist
+
+    from distiller_nlp.core.distributed import all_reduce_mean
+
+    cost = torch.tensor([[1.0, 2.0], [4.0, 8.0]], dtype=torch.float64)
+    assert all_reduce_mean(cost) is cost  # one process: unchanged
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op=None, group=None: t.add_(3 * cost))
+    torch.testing.assert_close(all_reduce_mean(cost), 2 * cost)

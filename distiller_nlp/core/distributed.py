@@ -23,7 +23,8 @@ import torch
 from distiller_nlp.core.errors import DistillerError
 
 __all__ = ["launched_world_size", "check_launch", "refuse_several_processes", "process_device", "seed_process",
-           "finish_trackers", "params_checksum", "ranks_in_sync", "sync_batchnorm", "sync_buffers"]
+           "finish_trackers", "params_checksum", "ranks_in_sync", "sync_batchnorm", "sync_buffers",
+           "all_reduce_mean"]
 
 
 def launched_world_size() -> int:
@@ -124,3 +125,15 @@ def sync_buffers(accelerator, module: torch.nn.Module) -> None:
         return
     for buf in accelerator.unwrap_model(module).buffers():
         dist.broadcast(buf.data, src=0)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of ``tensor`` over all ranks (a new tensor; ``tensor`` itself in one process). A collective: every
+    rank calls it the same number of times (e.g. once per training forward)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    out = tensor.detach().clone()
+    dist.all_reduce(out)
+    return out / dist.get_world_size()

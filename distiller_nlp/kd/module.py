@@ -233,11 +233,15 @@ class DistillModule(nn.Module):
     def _emd_loss(self, costs: dict) -> torch.Tensor:
         """BERT-EMD: Σ_ij F_ij C_ij with F the transport plan between the layer weights for the (detached) costs;
         in training, the layer weights are then updated from the transported costs (see ``mapping``)."""
+        from distiller_nlp.core.distributed import all_reduce_mean
         from distiller_nlp.kd.mapping import emd_flow, emd_update_weights
 
         cost = torch.stack([torch.stack([costs[(s, t)].float() for t in self.emd_teacher_layers])
                             for s in self.emd_student_layers])
-        c = cost.detach().double().cpu().numpy()
+        # Several processes: the mean of every rank's costs (= the global batch's), so all ranks solve the same
+        # transport problem and keep identical layer weights (DDP would otherwise overwrite them with rank 0's).
+        # The plan is a small linear program solved on the host: one L_S x L_T copy per step, by design.
+        c = all_reduce_mean(cost.detach().double()).cpu().numpy()
         flow = emd_flow(self.emd_weights_s.cpu().numpy(), self.emd_weights_t.cpu().numpy(), c)
         loss = (torch.from_numpy(flow).to(cost) * cost).sum()
         if self.training:

@@ -122,3 +122,25 @@ def test_distill_module_forward_runs_on_meta(monkeypatch):
              "teacher_qkv": {2: {k: torch.zeros(B, S, 16, device=meta) for k in "qkv"}}}
     out = module(batch)
     assert out["loss"].device.type == "meta"
+
+
+def test_mlm_masking_runs_on_the_batch_device_and_equals_the_hf_collator():
+    """train-mlm's masking: on CPU the same masks as ``DataCollatorForLanguageModeling.torch_mask_tokens`` (same
+    draws), and on meta tensors it runs (no host round trip)."""
+    from transformers import DataCollatorForLanguageModeling
+
+    from distiller_nlp.augment.mlm import _make_masker
+    from distiller_nlp.models import load_tokenizer
+
+    tok = load_tokenizer("minilm")
+    ids = torch.tensor(tok(["the movie was really good", "bad food and a boring day today"], padding=True)["input_ids"])
+    prepare = _make_masker(tok, 0.3)
+    torch.manual_seed(3)
+    ours = prepare({"input_ids": ids})
+    hf = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=0.3)
+    special = torch.isin(ids, torch.tensor(sorted(set(tok.all_special_ids))))
+    torch.manual_seed(3)
+    ref_ids, ref_labels = hf.torch_mask_tokens(ids.clone(), special_tokens_mask=special)
+    assert torch.equal(ours["input_ids"], ref_ids) and torch.equal(ours["mlm_labels"], ref_labels)
+    meta = prepare({"input_ids": torch.zeros(2, 5, dtype=torch.long, device="meta")})
+    assert meta["input_ids"].device.type == "meta" and meta["mlm_labels"].device.type == "meta"

@@ -216,28 +216,40 @@ def _make_collate(tokenizer):
 
 
 def _make_masker(tokenizer, mlm_probability: float):
-    """The engine's ``prepare_batch`` for training batches: BERT masking with ``DataCollatorForLanguageModeling``
-    (``mlm_probability`` of the non-special tokens; 80 % ``[MASK]``, 10 % random, 10 % kept) into ``input_ids`` and
-    ``mlm_labels``.
+    """The engine's ``prepare_batch`` for training batches: BERT masking (``mlm_probability`` of the non-special
+    tokens; 80 % ``[MASK]``, 10 % a random token, 10 % kept) into ``input_ids`` and ``mlm_labels``.
+
+    The draws are those of ``DataCollatorForLanguageModeling.torch_mask_tokens`` (same order, so on CPU the same
+    masks), made with torch ops on the batch's own device: no GPU -> CPU -> GPU round trip per step.
 
     Masking here, inside the training step, rather than in the collate function matters for ``--resume``: the
     global torch RNG it draws from is checkpointed with the step, whereas accelerate's data loader collates one
     batch ahead (before the checkpoint's RNG snapshot), so collate-time masks would differ after a resume."""
     import torch
-    from transformers import DataCollatorForLanguageModeling
 
-    mlm = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=mlm_probability)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    mask_id = int(tokenizer.mask_token_id)
+    vocab = len(tokenizer)
+    cached = {}
 
     def prepare(batch):
         if "mlm_labels" in batch:
             return batch
         ids = batch["input_ids"]
-        cpu_ids = ids.detach().cpu().clone()
-        masked, labels = mlm.torch_mask_tokens(cpu_ids, special_tokens_mask=torch.isin(cpu_ids, special))
+        dev = ids.device
+        if dev not in cached:
+            cached[dev] = special.to(dev)
+        prob = torch.full(ids.shape, float(mlm_probability), device=dev)
+        prob.masked_fill_(torch.isin(ids, cached[dev]), 0.0)
+        masked = torch.bernoulli(prob).bool()
+        labels = ids.masked_fill(~masked, -100)
+        replaced = torch.bernoulli(torch.full(ids.shape, 0.8, device=dev)).bool() & masked
+        out_ids = ids.masked_fill(replaced, mask_id)
+        randomized = torch.bernoulli(torch.full(ids.shape, 0.5, device=dev)).bool() & masked & ~replaced
+        words = torch.randint(vocab, ids.shape, dtype=torch.long, device=dev)
         out = dict(batch)
-        out["input_ids"] = masked.to(ids.device)
-        out["mlm_labels"] = labels.to(ids.device)
+        out["input_ids"] = torch.where(randomized, words, out_ids)
+        out["mlm_labels"] = labels
         return out
 
     return prepare
@@ -278,10 +290,11 @@ def _load_masked_lm(path: str, trust_remote_code: bool):
 
 
 def evaluate_mlm(model, tokenizer, texts, max_length: int = 64, mlm_probability: float = 0.15, seed: int = 0,
-                 batch_size: int = 64) -> dict:
+                 batch_size: int = 64, precision: str = "auto", cpu: bool = False) -> dict:
     """Masked-LM ``loss`` (mean cross-entropy per masked token) and ``perplexity`` of ``model`` (a ``*ForMaskedLM``
     or a directory / name of one) on ``texts``, masked once with ``seed`` exactly as :func:`train_mlm` masks its
-    held-out texts (so the numbers are comparable). Runs through the engine's ``evaluate_module`` in fp32."""
+    held-out texts (so the numbers are comparable). Runs through the engine's ``evaluate_module`` with
+    ``precision`` (``auto|no|bf16|fp16``, decided per device like training) on this process's device."""
     import datasets
 
     from distiller_nlp.core.engine import evaluate_module
@@ -297,7 +310,8 @@ def evaluate_mlm(model, tokenizer, texts, max_length: int = 64, mlm_probability:
         raise DistillerError("evaluate_mlm needs at least one non-empty text")
     tok = tokenize_dataset(datasets.Dataset.from_dict({"text": list(texts)}), tokenizer, max_length)
     tok = _premask(tok, tokenizer, mlm_probability, seed)
-    args = TrainArgs(eval_batch_size=batch_size, precision="no", report_to="none", max_length=max_length)
+    args = TrainArgs(eval_batch_size=batch_size, precision=precision, cpu=cpu, report_to="none",
+                     max_length=max_length)
     out = evaluate_module(_build_module(model), {"eval": tok}, _make_collate(tokenizer), _mlm_metrics, args)
     return {"loss": out["eval_loss"], "perplexity": out["eval_perplexity"], "masked_tokens": out["eval_masked_tokens"]}
 

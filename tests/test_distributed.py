@@ -382,3 +382,13 @@ def test_hpo_under_a_launcher_exits_2_with_advice(tiny_teacher, data37, tmp_path
     run = Launch(tmp_path, "distiller_nlp", ["hpo", "--teacher", tiny_teacher, "--task", "sst2", "--data-dir", data37,
                                              "--trials", "2", "--cpu", "--output-dir", tmp_path / "run"], expect=1)
     assert "hpo runs as one process" in run.output and not os.path.exists(run.out)
+
+
+@pytest.mark.slow
+def test_distill_offline_augmentation_sharded(tiny_teacher, data37, tmp_path):
+    """Offline augmentation: each rank augments half of the examples, both train on all of them."""
+    run = Launch(tmp_path, "distiller_nlp", distill(tiny_teacher, data37, "--epochs", "1", "--augment", "random",
+                                                     "--output-dir", tmp_path / "run"))
+    m = check_run(run, evals=1, eval_examples=37, epochs=1)
+    assert m["train_examples"] == 2 * 74 and m["train_examples_original"] == 74
+    assert "[rank 1]" in run.output  # rank 1 augmented its own shard

@@ -188,3 +188,44 @@ def test_all_reduce_mean_averages_over_ranks(monkeypatch):
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
     monkeypatch.setattr(dist, "all_reduce", lambda t, op=None, group=None: t.add_(3 * cost))
     torch.testing.assert_close(all_reduce_mean(cost), 2 * cost)
+
+
+def test_augmenter_models_go_to_this_ranks_gpu(monkeypatch):
+    """Contextual / back-translation models: ``auto`` and ``cuda`` mean this rank's GPU (cuda:<LOCAL_RANK>), which
+    is also the cache key; before, every rank loaded onto cuda:0."""
+    from accelerate.state import PartialState
+
+    from distiller_nlp.augment.contextual import pick_device
+
+    monkeypatch.setattr(PartialState, "_shared_state", {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert pick_device("auto") == pick_device("cuda") == "cuda:1"
+    assert pick_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu"
+    with pytest.raises(DistillerError, match="no CUDA GPU"):
+        pick_device("cuda")
+
+
+def test_sharded_offline_augmentation_equals_one_process(monkeypatch):
+    """Offline augmentation under N processes: each rank augments a contiguous shard with the examples' global
+    seeds and all ranks get every shard — the same rows (and fingerprint) as one process."""
+    import datasets
+
+    import distiller_nlp.augment.registry as reg
+
+    ds = datasets.Dataset.from_dict({"text": [f"the movie number {i} was really good" for i in range(11)],
+                                     "label": [i % 2 for i in range(11)]})
+    one = reg.augment_dataset(ds, ["random"], aug_p=0.5, seed=3)
+    shards = {}
+    for rank in range(3):
+        monkeypatch.setattr(reg, "_process_share", lambda rank=rank: (rank, 3))
+        monkeypatch.setattr("accelerate.utils.gather_object", lambda obj, rank=rank: shards.setdefault(rank, obj))
+        reg.augment_dataset(ds, ["random"], aug_p=0.5, seed=3)
+    gathered = [shards[r][0] for r in range(3)]
+    monkeypatch.setattr(reg, "_process_share", lambda: (0, 3))
+    monkeypatch.setattr("accelerate.utils.gather_object", lambda obj: gathered)
+    merged = reg.augment_dataset(ds, ["random"], aug_p=0.5, seed=3)
+    assert merged["text"] == one["text"] and merged["label"] == one["label"]
+    assert merged._fingerprint == one._fingerprint and one["text"] != ds["text"]

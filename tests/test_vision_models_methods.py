@@ -172,9 +172,9 @@ def test_landmark_kd_loss_falls():
 def test_dkd_warmup_counts_training_steps(digits):
     cls = get_method("dkd")
     module = cls(build_model("mlp_small", 1, 8, 10), cls.resolve_params({"warmup_epochs": 1}), _ctx(digits))
-    w = [module.warmup.step(True) for _ in range(20)]
+    w = [float(module.warmup.step(True)) for _ in range(20)]
     assert w[0] == pytest.approx(1 / 17) and w[-1] == 1.0
-    assert module.warmup.step(False) == 1.0
+    assert float(module.warmup.step(False)) == 1.0
 
 
 def test_params_presets_and_unknown_keys():

@@ -116,11 +116,19 @@ def _first_line(exc: BaseException) -> str:
 
 
 def pick_device(device: str) -> str:
-    """``cuda`` when asked for ``auto`` and a GPU is present, else the given device (default cpu)."""
-    if device == "auto":
-        import torch
+    """This process's GPU (``cuda:<local rank>``, :func:`distiller_nlp.core.distributed.process_device`) for
+    ``auto`` or a bare ``cuda`` when a GPU is present — not ``cuda`` = ``cuda:0`` on every rank of a multi-GPU run —
+    ``cpu`` without one, else the given device. The result names the device exactly (the model cache's key)."""
+    import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    from distiller_nlp.core.distributed import process_device
+
+    if device in ("auto", "cuda"):
+        if not torch.cuda.is_available():
+            if device == "cuda":
+                raise DistillerError("augmentation device 'cuda' asked for, but no CUDA GPU is available")
+            return "cpu"
+        return str(process_device(False))
     return str(device)
 
 

@@ -71,22 +71,57 @@ def augment_dataset(ds, stages: Sequence[str], aug_p: float = 0.3, copies: int =
     has_pair = "text_pair" in ds.column_names
     base = getattr(ds, "_fingerprint", None) or "unfingerprinted"
 
-    def run(batch, indices, copy):
-        rngs = [np.random.default_rng([int(seed), copy, int(i)]) for i in indices]
+    def run(batch, indices, copy, offset=0):
+        rngs = [np.random.default_rng([int(seed), copy, int(i) + offset]) for i in indices]
         out = dict(batch)
         out["text"] = augment_texts(batch["text"], augmenters, rngs)
         if has_pair:
             out["text_pair"] = augment_texts(batch["text_pair"], augmenters, rngs)
         return out
 
+    rank, world = _process_share()
     parts = []
     for copy in range(int(copies)):
         spec = json.dumps({"base": base, "stages": list(stages), "aug_p": float(aug_p), "seed": int(seed),
                            "copy": copy, "params": params, "v": AUGMENT_VERSION}, sort_keys=True, default=str)
         fp = hashlib.sha256(spec.encode()).hexdigest()[:16]
-        parts.append(ds.map(run, batched=True, with_indices=True, fn_kwargs={"copy": copy}, new_fingerprint=fp,
-                            desc=f"Augmenting ({'+'.join(stages)}, copy {copy + 1}/{copies})"))
+        desc = f"Augmenting ({'+'.join(stages)}, copy {copy + 1}/{copies})"
+        if world == 1:
+            parts.append(ds.map(run, batched=True, with_indices=True, fn_kwargs={"copy": copy}, new_fingerprint=fp,
+                                desc=desc))
+        else:
+            parts.append(_augment_sharded(ds, run, copy, fp, desc, rank, world))
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def _process_share() -> tuple[int, int]:
+    """``(rank, world size)`` of the run's process group (``(0, 1)`` without one; never creates one)."""
+    from accelerate.state import PartialState
+
+    if not PartialState._shared_state:
+        return 0, 1
+    state = PartialState()
+    return state.process_index, state.num_processes
+
+
+def _augment_sharded(ds, run, copy: int, fp: str, desc: str, rank: int, world: int):
+    """Several processes: each rank augments one contiguous shard (its examples keep their global seeds), then every
+    rank receives all shards in order — the same dataset (and fingerprint) as one process computes, at 1/N the cost
+    per rank."""
+    import datasets
+    from accelerate.utils import gather_object
+
+    n = len(ds)
+    div, mod = divmod(n, world)
+    start = rank * div + min(rank, mod)
+    shard = ds.shard(num_shards=world, index=rank, contiguous=True)
+    local = shard.map(run, batched=True, with_indices=True, fn_kwargs={"copy": copy, "offset": start},
+                      desc=f"{desc} [rank {rank}]")
+    shards = gather_object([local.to_dict()])
+    merged = {k: [v for part in shards for v in part[k]] for k in local.column_names}
+    out = datasets.Dataset.from_dict(merged, features=local.features)
+    out._fingerprint = fp  # the fingerprint one process gives it (the teacher cache keys on it)
+    return out
 
 
 __all__ = ["AUGMENTERS", "register_augmenter", "list_augmenters", "build_augmenter", "augment_texts", "augment_dataset"]

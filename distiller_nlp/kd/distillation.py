@@ -63,11 +63,11 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
     """
     t_wall = time.perf_counter()
     out = TrainingRun(cfg.output_dir, resume=resume, overwrite=overwrite)
+    # The process's one Accelerator, before anything else touches the process state: offline augmentation shards
+    # its work over the ranks, the teacher cache runs the teacher on its device (rank 0 first).
+    accelerator = make_accelerator(cfg.train, out.output_dir, tracking=True, find_unused=cfg.general)
     run = prepare_distillation(cfg)
     teacher, student, module, task, tokenizer = run.teacher, run.student, run.module, run.task, run.tokenizer
-    # The process's one Accelerator, before anything else touches the process state (the teacher cache runs the
-    # teacher on its device, rank 0 first).
-    accelerator = make_accelerator(cfg.train, out.output_dir, tracking=True, find_unused=cfg.general)
     t_cache = time.perf_counter()
     cached = tc.cached_train_set(cfg, run, accelerator)
     t_cache = time.perf_counter() - t_cache

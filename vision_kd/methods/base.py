@@ -186,13 +186,14 @@ class WarmupCounter(nn.Module):
         self.total = float(epochs) * max(1, batches_per_epoch)
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
 
-    def step(self, training: bool) -> float:
-        """Count one batch when ``training``; return the current warm-up factor in [0, 1]."""
+    def step(self, training: bool) -> torch.Tensor:
+        """Count one batch when ``training``; return the current warm-up factor in [0, 1] as a 0-dim fp32 tensor on
+        the counter's device (no host sync per step)."""
         if training:
             self.count += 1
         if self.total <= 0:
-            return 1.0
-        return min(1.0, float(self.count) / self.total)
+            return torch.ones((), device=self.count.device)
+        return torch.clamp(self.count.float() / self.total, max=1.0)
 
 
 __all__ = ["METHODS", "Method", "MethodContext", "NoParams", "WarmupCounter", "get_method"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from distiller_nlp.core.config import option
 from distiller_nlp.core.losses import dkd_loss, hard_ce_loss
 
@@ -47,4 +45,4 @@ class DKD(Method):
         dkd = dkd_loss(logits, batch["teacher_logits"], batch["labels"], p.alpha, p.beta, p.temperature)
         w = self.warmup.step(self.training)
         return {"loss": p.hard_label_weight * ce + w * dkd, "ce": ce, "dkd": dkd,
-                "dkd_warmup": torch.tensor(w)}
+                "dkd_warmup": w}

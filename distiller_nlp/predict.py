@@ -78,10 +78,9 @@ def evaluate_model(model_path: str, data: DataConfig, train: Optional[TrainArgs]
 
 def _split_logits(model_path: str, data: DataConfig, splits: list, train: TrainArgs,
                   trust_remote_code: bool = False) -> dict:
-    """``{split: (task, logits)}`` of a saved model on each of ``splits`` (in file order), on this process's device.
-
-    Under several processes each rank predicts its shard and every rank gets all logits, each example once
-    (``gather_for_metrics``); callers write files on the main process only."""
+    """``({split: (task, logits)}, accelerator)`` of a saved model on each of ``splits`` (in file order), on this
+    process's device. Under several processes each rank predicts its shard and every rank gets all logits, each
+    example once (``gather_for_metrics``); callers write files on ``accelerator.is_main_process`` only."""
     from torch.utils.data import DataLoader
 
     from distiller_nlp.core.engine import make_accelerator, predict_loader
@@ -99,20 +98,7 @@ def _split_logits(model_path: str, data: DataConfig, splits: list, train: TrainA
                                         collate_fn=collate, **loader_kwargs(train)))
         logits, _ = predict_loader(acc, predictor, loader, desc=f"predict {split}")
         out[split] = (task, logits if len(logits) else np.zeros((0, max(1, task.num_labels))))
-    return out
-
-
-def _is_main() -> bool:
-    from accelerate.state import PartialState
-
-    return PartialState().is_main_process if PartialState._shared_state else True
-
-
-def _barrier() -> None:
-    from accelerate.state import PartialState
-
-    if PartialState._shared_state:
-        PartialState().wait_for_everyone()
+    return out, acc
 
 
 # GLUE benchmark submission files: task -> {test split: file name}; label format per task (ids or names)
@@ -144,9 +130,9 @@ def glue_submission(model_path: str, data: DataConfig, output_dir: str, train: O
     if not splits:
         return {}
     written = {}
-    predicted = _split_logits(model_path, data, splits, train, trust_remote_code)
-    if not _is_main():  # the main process writes the files
-        _barrier()
+    predicted, acc = _split_logits(model_path, data, splits, train, trust_remote_code)
+    if not acc.is_main_process:  # the main process writes the files
+        acc.wait_for_everyone()
         return {split: os.path.join(output_dir, files[split]) for split in predicted}
     os.makedirs(output_dir, exist_ok=True)
     for split, (task, logits) in predicted.items():
@@ -164,7 +150,7 @@ def glue_submission(model_path: str, data: DataConfig, output_dir: str, train: O
                     w.writerow([i, task.label_names[int(k)] if by_name else int(k)])
         os.replace(tmp, path)
         written[split] = path
-    _barrier()
+    acc.wait_for_everyone()
     return written
 
 
@@ -182,9 +168,10 @@ def predict_split(model_path: str, data: DataConfig, output_file: str, split: st
     parent = os.path.dirname(os.path.abspath(output_file))
     if not os.path.isdir(parent):
         raise DistillerError(f"directory of output file {output_file} does not exist")
-    task, logits = _split_logits(model_path, data, [split], train, trust_remote_code)[split]
-    if not _is_main():  # every rank holds all predictions; the main process writes them
-        _barrier()
+    predicted, acc = _split_logits(model_path, data, [split], train, trust_remote_code)
+    task, logits = predicted[split]
+    if not acc.is_main_process:  # every rank holds all predictions; the main process writes them
+        acc.wait_for_everyone()
         return len(logits)
     tmp = f"{output_file}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
@@ -200,5 +187,5 @@ def predict_split(model_path: str, data: DataConfig, output_file: str, split: st
             for i, p in enumerate(probs):
                 w.writerow([i, names[int(p.argmax())]] + [f"{x:.6f}" for x in p])
     os.replace(tmp, output_file)
-    _barrier()
+    acc.wait_for_everyone()
     return len(logits)

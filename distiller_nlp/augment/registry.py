@@ -96,12 +96,10 @@ def augment_dataset(ds, stages: Sequence[str], aug_p: float = 0.3, copies: int =
 
 def _process_share() -> tuple[int, int]:
     """``(rank, world size)`` of the run's process group (``(0, 1)`` without one; never creates one)."""
-    from accelerate.state import PartialState
+    from distiller_nlp.core.distributed import process_state
 
-    if not PartialState._shared_state:
-        return 0, 1
-    state = PartialState()
-    return state.process_index, state.num_processes
+    state = process_state()
+    return (0, 1) if state is None else (state.process_index, state.num_processes)
 
 
 def _augment_sharded(ds, run, copy: int, fp: str, desc: str, rank: int, world: int):

@@ -22,9 +22,17 @@ import torch
 
 from distiller_nlp.core.errors import DistillerError
 
-__all__ = ["launched_world_size", "check_launch", "refuse_several_processes", "process_device", "seed_process",
+__all__ = ["process_state", "launched_world_size", "check_launch", "refuse_several_processes", "process_device", "seed_process",
            "finish_trackers", "params_checksum", "ranks_in_sync", "sync_batchnorm", "sync_buffers",
            "all_reduce_mean"]
+
+
+def process_state():
+    """The process state (accelerate's ``PartialState``) once a command's Accelerator made it, else None — never
+    created here, since a bare ``PartialState()`` fixes world size and device before the command's Accelerator."""
+    from accelerate.state import PartialState
+
+    return PartialState() if PartialState._shared_state else None
 
 
 def launched_world_size() -> int:
@@ -56,10 +64,9 @@ def process_device(cpu: bool = False) -> torch.device:
     """This process's device: that of the process state when an Accelerator exists, else ``cpu`` (``cpu=True`` or
     no GPU) or ``cuda:<LOCAL_RANK>`` — never a bare ``PartialState()``, which would fix the process state before the
     command's Accelerator."""
-    from accelerate.state import PartialState
-
-    if PartialState._shared_state:
-        return PartialState().device
+    state = process_state()
+    if state is not None:
+        return state.device
     if cpu or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0))

@@ -65,7 +65,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
     out = TrainingRun(cfg.output_dir, resume=resume, overwrite=overwrite)
     # The process's one Accelerator, before anything else touches the process state: offline augmentation shards
     # its work over the ranks, the teacher cache runs the teacher on its device (rank 0 first).
-    accelerator = make_accelerator(cfg.train, out.output_dir, tracking=True, find_unused=cfg.general)
+    accelerator = make_accelerator(cfg.train, out.output_dir, tracking=True)
     run = prepare_distillation(cfg)
     teacher, student, module, task, tokenizer = run.teacher, run.student, run.module, run.task, run.tokenizer
     t_cache = time.perf_counter()

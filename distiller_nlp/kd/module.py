@@ -52,6 +52,8 @@ class DistillModule(nn.Module):
         super().__init__()
         self.student = student
         self.general = general  # evaluation = held-out distillation loss (see ``predict``)
+        # general distillation never uses the student's pooler / classifier: DDP must expect unused parameters
+        self.has_unused_parameters = bool(general)
         self._eval_teacher = None
         self.kd = kd
         self.matches = matches

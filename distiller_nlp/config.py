@@ -37,10 +37,14 @@ from distiller_nlp.core.schedules import KINDS as SCHEDULE_KINDS
 from distiller_nlp.core.train_args import TrainArgs
 
 __all__ = ["MatchConfig", "MappingConfig", "ScheduleConfig", "KDConfig", "AugmentConfig", "DataConfig",
-           "FinetuneConfig", "TeacherFinetuneConfig", "DistillConfig", "SCHEDULED", "FEATURES"]
+           "FinetuneConfig", "TeacherFinetuneConfig", "DistillConfig", "SCHEDULED", "FEATURES",
+           "POOLS"]
 
 #: The features an intermediate match compares.
 FEATURES = ("hidden", "attention_scores")
+#: How a hidden-state match reads its layer: every token (``none``), the first token (``cls``) or the masked mean
+#: over tokens (``mean``). The pooled (sequence-level) matches work when teacher and student tokenize differently.
+POOLS = ("none", "cls", "mean")
 #: The KD hyper-parameters a schedule can move.
 SCHEDULED = ("temperature", "kd_weight", "hard_label_weight", "intermediate_weight")
 
@@ -102,6 +106,8 @@ class MatchConfig:
     loss: str = option("hidden_mse", help="a registered intermediate loss")
     weight: float = option(1.0, help="weight of this match in the total loss")
     proj: str = option("linear", help="{choices}", choices=("auto", "linear", "none"))
+    pool: str = option("none", help="hidden states: {choices} (cls / mean: one vector per sequence, for a teacher "
+                                    "with another tokenizer)", choices=POOLS)
     params: dict = option(default_factory=dict, help="keyword arguments of the loss")
 
 
@@ -120,6 +126,7 @@ class MappingConfig:
     weight: float = option(1.0, help="weight of each intermediate match", flag="inter-weight")
     proj: str = option("linear", help="{choices}", choices=("auto", "linear", "none"))
     include_embeddings: bool = option(True, help="also match the embeddings (hidden layer 0)")
+    pool: str = option("none", help="hidden states: {choices} (cls / mean: sequence-level)", choices=POOLS)
     params: dict = option(default_factory=dict, help="keyword arguments of the loss (and emd_temperature)")
 
 

@@ -179,7 +179,8 @@ def record_run(cfg, run, metrics: dict, wall_s: float, source: str = "distill", 
 
     task = run.task
     eval_set = run.raw[task.eval_splits[0]]
-    feats = cached_meta_features(run.raw_train, task, run.tokenizer, run.teacher, run.teacher_path,
+    teacher_tokenizer = getattr(run, "teacher_tokenizer", None) or run.tokenizer
+    feats = cached_meta_features(run.raw_train, task, teacher_tokenizer, run.teacher, run.teacher_path,
                                  eval_set=eval_set, teacher_finetuned=True)
     rec = build_record(cfg=cfg, task=task, meta_features=feats, teacher_info=describe_model(run.teacher),
                        student_info=describe_model(run.student), student_score=metrics.get(f"eval_{task.main_metric}"),

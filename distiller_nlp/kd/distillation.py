@@ -39,7 +39,8 @@ def cache_teacher(cfg: DistillConfig, output_dir: str, overwrite: bool = False) 
     if accelerator.is_main_process:
         run.teacher.to(accelerator.device)
         ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, layers,
-                                        pad_token_id=run.tokenizer.pad_token_id, dtype=run.cache_dtype)
+                                        pad_token_id=tc.teacher_tokenizer_of(run).pad_token_id,
+                                        dtype=run.cache_dtype)
         tc.save_teacher_cache(ds, output_dir, key, run.teacher_path, layers)
     accelerator.wait_for_everyone()
     return {"key": key, "examples": len(run.tok["train"]), "hidden_layers": layers}

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from distiller_nlp.config import FEATURES, KDConfig, MatchConfig
+from distiller_nlp.config import FEATURES, POOLS, KDConfig, MatchConfig
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.losses import list_losses, loss_kind
 
@@ -28,11 +28,17 @@ class ResolvedMatch:
     params: dict
     module_key: Optional[str] = None
     emd: bool = False  # one entry of an EMD mapping's cost matrix (weighted by the transport plan, not summed)
+    pool: str = "none"  # hidden states: none (per token), cls or mean (one vector per sequence)
 
     @property
     def name(self) -> str:
-        """The name the match's loss is logged under, e.g. ``hidden_mse/S2-T4``."""
-        return f"{self.loss}/S{self.layer_S}-T{self.layer_T}"
+        """The name the match's loss is logged under, e.g. ``hidden_mse/S2-T4`` (``.../cls`` when pooled)."""
+        return f"{self.loss}/S{self.layer_S}-T{self.layer_T}" + (f"/{self.pool}" if self.pool != "none" else "")
+
+    @property
+    def token_level(self) -> bool:
+        """Whether the match compares the models token by token (needs one tokenization for both)."""
+        return self.feature != "hidden" or self.pool == "none"
 
 
 def config_layers(config) -> int:
@@ -72,16 +78,23 @@ def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = 
             raise DistillerError(f"{where}: feature attention_scores needs loss attention_score, got '{m.loss}'")
         if m.proj not in ("auto", "linear", "none"):
             raise DistillerError(f"{where}.proj '{m.proj}' in {source} must be auto, linear or none")
+        pool = getattr(m, "pool", "none")
+        if pool not in POOLS:
+            raise DistillerError(f"{where}.pool '{pool}' in {source} must be one of {', '.join(POOLS)}")
+        if pool != "none" and m.feature != "hidden":
+            raise DistillerError(f"{where}.pool '{pool}' in {source} applies to hidden states only, not {m.feature}")
 
     for i, m in enumerate(kd.intermediate):
         where = f"kd.intermediate[{i}]"
         check(m, where)
         pairs = layer_mapping("explicit", lt, ls, feature=m.feature, pairs=[(m.layer_T, m.layer_S)])
         (t, s), = pairs
-        out.append(ResolvedMatch(t, s, m.feature, m.loss, m.weight, m.proj, dict(m.params), module_key=f"m{i}"))
+        out.append(ResolvedMatch(t, s, m.feature, m.loss, m.weight, m.proj, dict(m.params), module_key=f"m{i}",
+                                 pool=m.pool))
     if kd.mapping is not None:
         mp = kd.mapping
-        as_match = MatchConfig(feature=mp.feature, loss=mp.loss, weight=mp.weight, proj=mp.proj, params=mp.params)
+        as_match = MatchConfig(feature=mp.feature, loss=mp.loss, weight=mp.weight, proj=mp.proj, params=mp.params,
+                               pool=mp.pool)
         check(as_match, "kd.mapping")
         if mp.strategy not in MAPPING_STRATEGIES:
             raise DistillerError(f"kd.mapping.strategy '{mp.strategy}' in {source} must be one of "
@@ -92,11 +105,12 @@ def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = 
             # layer 0) are matched directly.
             if mp.feature == "hidden" and mp.include_embeddings:
                 out.append(ResolvedMatch(0, 0, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
-                                         module_key="mapping" if mp.loss == "mi_alpha" else "mapping_S0"))
+                                         module_key="mapping" if mp.loss == "mi_alpha" else "mapping_S0",
+                                         pool=mp.pool))
             for t, s in MAPPING_STRATEGIES.get(mp.strategy)(lt, ls, mp.feature):
                 key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
                 out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
-                                         module_key=key, emd=True))
+                                         module_key=key, emd=True, pool=mp.pool))
             return out
         pairs = layer_mapping(mp.strategy, lt, ls, feature=mp.feature)
         for t, s in pairs:
@@ -104,7 +118,8 @@ def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = 
                 continue
             # One critic shared by every layer of a mapping (as Distiller does); projections are per layer.
             key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
-            out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params), module_key=key))
+            out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params), module_key=key,
+                                     pool=mp.pool))
     return out
 
 

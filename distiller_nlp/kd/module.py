@@ -39,6 +39,21 @@ def check_prediction_loss(name: str, source: str = "the KD config", is_regressio
                              f"{' or '.join(others)}")
 
 
+def pool_hidden(hidden: torch.Tensor, mask, how: str) -> torch.Tensor:
+    """Sequence-level view of hidden states (B, T, d) → (B, 1, d): the first token (``cls``) or the mean over the
+    tokens where ``mask`` is 1 (``mean``; all tokens without a mask). A mask longer or shorter than ``hidden`` (cached
+    teacher rows are padded to the batch's longest cached example) is cut to the common length."""
+    if how == "cls":
+        return hidden[:, :1]
+    if how != "mean":
+        raise DistillerError(f"unknown pooling '{how}' (none, cls, mean)")
+    if mask is None:
+        return hidden.mean(dim=1, keepdim=True)
+    n = min(hidden.shape[1], mask.shape[1])
+    w = mask[:, :n].to(hidden.dtype).unsqueeze(-1)
+    return (hidden[:, :n] * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
 class DistillModule(nn.Module):
     """Student + projections + critics; ``forward(batch)`` computes the KD loss from the teacher outputs in ``batch``.
 
@@ -171,6 +186,10 @@ class DistillModule(nn.Module):
         if m.feature == "hidden":
             h_s = cap.hidden[m.layer_S]
             h_t = batch["teacher_hidden"][m.layer_T]
+            if m.pool != "none":  # one vector per sequence: each side pooled over its own tokens
+                h_s = pool_hidden(h_s, mask, m.pool)
+                h_t = pool_hidden(h_t, batch.get("teacher_attention_mask", mask), m.pool)
+                mask = None
             if m.loss == "mi_alpha":
                 return self.critics[m.module_key](h_s, h_t, mask=mask)
             if m.module_key in self.projections:

@@ -108,16 +108,26 @@ def prepare_distillation(cfg: DistillConfig):
                                  "share one tokenizer")
         extra_teachers.append(load_teacher_for_task(path, task, trust_remote_code=cfg.trust_remote_code))
     shape = None if cfg.student else parse_student_shape(cfg.student_shape)
+    teacher_tokenizer, student_tokenizer = tokenizer, tokenizer
+    if cfg.student:
+        student_tokenizer = student_own_tokenizer(cfg.student, tokenizer, trust_remote_code=cfg.trust_remote_code)
+    cross = student_tokenizer is not teacher_tokenizer
     student = build_student(teacher, shape=shape, student=cfg.student or None, init=cfg.student_init, task=task,
                             seed=cfg.train.seed)
     matches = resolve_matches(cfg.kd, teacher.config, student.config, source="the KD config")
+    if cross:
+        check_cross_tokenizer(cfg, matches, teacher_tokenizer, student_tokenizer)
     module = DistillModule(student, cfg.kd, matches, teacher.config, is_regression=task.is_regression,
                            general=cfg.general)
     if cfg.kd.mixup and not module.needs_teacher:
         raise DistillerError("kd.mixup needs a KD loss (the teacher labels the mixed examples): set kd.pred_loss")
     if extra_teachers and not module.needs_teacher_logits:
         raise DistillerError("several teachers average their soft targets: set kd.pred_loss and kd.kd_weight")
-    tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length)
+    # Cross-tokenizer: the data is the student's tokenization plus the teacher's own (teacher_input_ids, ...), each
+    # from the same raw text; evaluation splits need the student's only.
+    t_tok = teacher_tokenizer if cross and module.needs_teacher else None
+    tokenizer = student_tokenizer
+    tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length, teacher_tokenizer=t_tok)
     train_set = tok["train"]
     if online:
         from distiller_nlp.augment import augment_dataset, build_augmenter
@@ -130,7 +140,7 @@ def prepare_distillation(cfg: DistillConfig):
         def make_round(r: int):
             aug = augment_dataset(originals, a.stages, aug_p=a.aug_p, copies=copies, seed=round_seed(a.seed, r),
                                   params=a.params)
-            return tokenize_dataset(aug, tokenizer, max_length=cfg.train.max_length)
+            return tokenize_dataset(aug, tokenizer, max_length=cfg.train.max_length, teacher_tokenizer=t_tok)
 
         train_set = AugmentedTrainSet(tok["train"], make_round, copies, reaug_every=a.reaug_every,
                                       repeated_aug=a.repeated_aug)
@@ -141,12 +151,68 @@ def prepare_distillation(cfg: DistillConfig):
 
     if cfg.teacher_cache_dtype not in DTYPES:
         raise DistillerError(f"teacher_cache_dtype '{cfg.teacher_cache_dtype}' must be one of {', '.join(DTYPES)}")
+    evals = eval_splits(tok, task)
+    if t_tok is not None and not cfg.general:  # the student alone is evaluated
+        from distiller_nlp.tasks.tokenize import TEACHER_PREFIX
+
+        evals = {name: d.remove_columns([c for c in d.column_names if c.startswith(TEACHER_PREFIX)])
+                 for name, d in evals.items()}
     return SimpleNamespace(cfg=cfg, cache_dtype=cfg.teacher_cache_dtype, n_original=n_original, task=task, raw=ds,
                            raw_train=originals,
                            teacher_path=teacher_path, teacher=teacher, extra_teachers=extra_teachers,
-                           tokenizer=tokenizer, train_set=train_set, online_augment=online,
-                           student=student, module=module, tok=tok, evals=eval_splits(tok, task),
+                           tokenizer=tokenizer, teacher_tokenizer=teacher_tokenizer, cross_tokenizer=cross,
+                           train_set=train_set, online_augment=online,
+                           student=student, module=module, tok=tok, evals=evals,
                            collate=make_collator(tokenizer, is_regression=task.is_regression,
-                                                   extra_columns=collate_teacher_columns))
+                                                 extra_columns=collate_teacher_columns, teacher_tokenizer=t_tok))
+
+
+def describe_tokenizer(tokenizer) -> str:
+    """``BertTokenizerFast 'minilm' (30,522 tokens)`` — how errors and logs name a tokenizer."""
+    name = getattr(tokenizer, "name_or_path", "") or "?"
+    return f"{type(tokenizer).__name__} '{name}' ({len(tokenizer):,} tokens)"
+
+
+def same_tokenizer(a, b) -> bool:
+    """Whether two tokenizers map text to the same ids (same class family, vocabulary and lower-casing)."""
+    if a is b:
+        return True
+    if a.get_vocab() != b.get_vocab():
+        return False
+    probe = "Hello World, naïve café — 123 tokens!"
+    return a(probe)["input_ids"] == b(probe)["input_ids"]
+
+
+def student_own_tokenizer(student: str, teacher_tokenizer, trust_remote_code: bool = False):
+    """The tokenizer a student checkpoint ships, or ``teacher_tokenizer`` when it ships none or the same one (then
+    the run is an ordinary single-tokenizer run)."""
+    from distiller_nlp.models import load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(student)
+    try:
+        own = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    except (DistillerError, OSError, ValueError) as exc:
+        logger.info("student %s ships no tokenizer (%s): it reads the teacher's", student, exc)
+        return teacher_tokenizer
+    if same_tokenizer(own, teacher_tokenizer):
+        return teacher_tokenizer
+    logger.info("cross-tokenizer distillation: the teacher reads %s, the student %s (each tokenizes the raw text)",
+                describe_tokenizer(teacher_tokenizer), describe_tokenizer(own))
+    return own
+
+
+def check_cross_tokenizer(cfg: DistillConfig, matches, teacher_tokenizer, student_tokenizer) -> None:
+    """What a teacher with another tokenizer cannot do: token-level matches (per-token hidden states, attention
+    scores), MixUp on word embeddings, general distillation; one-line errors naming both tokenizers."""
+    both = f"the teacher reads {describe_tokenizer(teacher_tokenizer)}, the student {describe_tokenizer(student_tokenizer)}"
+    for m in matches:
+        if m.token_level:
+            raise DistillerError(
+                f"intermediate match {m.name} compares the models token by token, but {both}: use a sequence-level "
+                "match (feature hidden with pool: cls or mean) or a student with the teacher's tokenizer")
+    if cfg.kd.mixup:
+        raise DistillerError(f"kd.mixup mixes word embeddings of one tokenization, but {both}")
+    if cfg.general:
+        raise DistillerError(f"general distillation matches tokens, but {both}")
 
 

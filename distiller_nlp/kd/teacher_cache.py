@@ -63,12 +63,15 @@ DTYPES = ("float16", "float32")
 
 
 def cache_key(teacher_fp: str, data_fp: str, hidden_layers: Iterable[int] = (), aug_seed: Optional[int] = None,
-              dtype: str = "float16") -> str:
-    """The key a cache is valid for: teacher + data + requested hidden layers + storage dtype (+ augmentation seed)."""
+              dtype: str = "float16", tokenizer_fp: Optional[str] = None) -> str:
+    """The key a cache is valid for: teacher + data + requested hidden layers + storage dtype (+ augmentation seed,
+    + the teacher tokenizer's fingerprint when it differs from the student's)."""
     layers = ",".join(str(int(x)) for x in sorted(set(hidden_layers)))
     raw = f"v{CACHE_VERSION}|teacher={teacher_fp}|data={data_fp}|hidden={layers}|aug={aug_seed}"
     if dtype != "float16":
         raw += f"|dtype={dtype}"
+    if tokenizer_fp:
+        raw += f"|teacher_tokenizer={tokenizer_fp}"
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
@@ -87,6 +90,8 @@ def compute_teacher_outputs(dataset, teacher: torch.nn.Module, key: str, hidden_
                             device: Optional[torch.device] = None, dtype: str = "float16"):
     """Add the teacher's outputs to a tokenized ``datasets.Dataset`` as float16 columns (see the module docstring).
 
+    When the dataset holds ``teacher_input_ids`` (a teacher with another tokenizer than the student's), the teacher
+    reads those and ``pad_token_id`` is the teacher tokenizer's; hidden rows then have the teacher's token count.
     ``key`` (from :func:`cache_key`) is used as the new ``datasets`` fingerprint, so the same teacher + data +
     layers is computed once and then loaded from ``cache_file`` (or the dataset's own cache directory).
     """
@@ -110,16 +115,19 @@ def compute_teacher_outputs(dataset, teacher: torch.nn.Module, key: str, hidden_
     was_training = teacher.training
     teacher.eval()
 
+    # a teacher with another tokenizer than the student's reads its own columns (teacher_input_ids, ...)
+    pre = "teacher_" if "teacher_input_ids" in dataset.column_names else ""
+
     def run(batch):
-        inputs = {"input_ids": _pad(batch["input_ids"], pad_token_id)}
-        inputs["attention_mask"] = _pad(batch["attention_mask"], 0)
-        if "token_type_ids" in batch:
-            inputs["token_type_ids"] = _pad(batch["token_type_ids"], 0)
+        inputs = {"input_ids": _pad(batch[pre + "input_ids"], pad_token_id)}
+        inputs["attention_mask"] = _pad(batch[pre + "attention_mask"], 0)
+        if pre + "token_type_ids" in batch:
+            inputs["token_type_ids"] = _pad(batch[pre + "token_type_ids"], 0)
         inputs = {k: v.to(device) for k, v in inputs.items()}
         with torch.no_grad(), FeatureCapture(teacher, hidden_layers=hidden_layers) as cap:
             logits = teacher(**inputs).logits
         out = {LOGITS: logits.float().cpu().numpy().astype(np_dtype)}
-        lengths = [len(ids) for ids in batch["input_ids"]]
+        lengths = [len(ids) for ids in batch[pre + "input_ids"]]
         for layer in hidden_layers:
             h = cap.hidden[layer].float().cpu().numpy().astype(np_dtype)
             out[hidden_column(layer)] = [h[i, :n] for i, n in enumerate(lengths)]
@@ -229,15 +237,30 @@ def cache_problem(run) -> Optional[str]:
         return "several teachers are averaged live"
     if run.online_augment:
         return "augmented copies change during training (augment.reaug_every / augment.repeated_aug)"
-    if getattr(run.tokenizer, "padding_side", "right") != "right":
+    if getattr(teacher_tokenizer_of(run), "padding_side", "right") != "right":
         return "the tokenizer pads on the left"
     return None
 
 
+def teacher_tokenizer_of(run):
+    """The tokenizer the teacher reads (the student's unless the run distils across tokenizers)."""
+    return getattr(run, "teacher_tokenizer", None) or run.tokenizer
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """SHA-256 (16 hex digits) of a tokenizer's class and vocabulary (what decides the ids it produces)."""
+    h = hashlib.sha256(type(tokenizer).__name__.encode())
+    for token, idx in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+        h.update(f"{idx}:{token};".encode())
+    return h.hexdigest()[:16]
+
+
 def cache_key_for(run) -> str:
-    """The cache key of a prepared run: teacher fingerprint, training-data fingerprint, hidden layers, dtype."""
+    """The cache key of a prepared run: teacher fingerprint, training-data fingerprint, hidden layers, dtype, and
+    the teacher's tokenizer when the student reads another one."""
+    t_fp = tokenizer_fingerprint(run.teacher_tokenizer) if getattr(run, "cross_tokenizer", False) else None
     return cache_key(teacher_fingerprint(run.teacher_path), run.tok["train"]._fingerprint,
-                     run.module.teacher_hidden_layers, dtype=run.cache_dtype)
+                     run.module.teacher_hidden_layers, dtype=run.cache_dtype, tokenizer_fp=t_fp)
 
 
 def cached_train_set(cfg: DistillConfig, run, accelerator=None):
@@ -273,7 +296,7 @@ def cached_train_set(cfg: DistillConfig, run, accelerator=None):
     with state.main_process_first():
         run.teacher.to(state.device)
         ds = compute_teacher_outputs(run.tok["train"], run.teacher, key, run.module.teacher_hidden_layers,
-                                        pad_token_id=run.tokenizer.pad_token_id,
+                                        pad_token_id=teacher_tokenizer_of(run).pad_token_id,
                                         cache_file=str(target / "train.arrow"), dtype=run.cache_dtype)
     return as_cached_format(ds)
 

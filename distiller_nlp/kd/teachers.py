@@ -11,7 +11,7 @@ from torch import nn
 
 from distiller_nlp.core.capture import FeatureCapture
 from distiller_nlp.kd.mixup import mixup_inputs
-from distiller_nlp.tasks import model_inputs
+from distiller_nlp.tasks import teacher_model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class TeacherRunner:
             batch["mix_perm"] = torch.randperm(batch["input_ids"].shape[0]).to(batch["input_ids"].device)
             inputs = mixup_inputs(self.teacher, batch)
         else:
-            inputs = model_inputs(batch)
+            inputs = teacher_model_inputs(batch)  # the teacher's own tokenization when it has another tokenizer
         with FeatureCapture(self.teacher, hidden_layers=self.hidden_layers, qkv_layers=self.qkv_layers) as cap:
             logits = self.teacher(**inputs).logits
         batch["teacher_logits"] = logits
@@ -46,7 +46,7 @@ class TeacherRunner:
         batch["teacher_qkv"] = dict(cap.qkv)
         if self.extra_teachers:  # their soft targets are averaged with the first teacher's (logits only)
             batch["teacher_logits_extra"] = [
-                t(**(mixup_inputs(t, batch) if self.mixup_alpha else model_inputs(batch))).logits
+                t(**(mixup_inputs(t, batch) if self.mixup_alpha else teacher_model_inputs(batch))).logits
                 for t in self.extra_teachers]
         return batch
 

@@ -243,11 +243,7 @@ def build_student(
         new = info_keys(info, "missing_keys") + info_keys(info, "mismatched_keys")
         if new:
             logger.info("student %s: newly initialised (seed %d): %s", path, seed, ", ".join(new))
-        s_vocab, t_vocab = getattr(model.config, "vocab_size", None), getattr(tconf, "vocab_size", None)
-        if s_vocab is not None and t_vocab is not None and s_vocab != t_vocab:
-            logger.warning(
-                "student %s has vocab_size %s, the teacher %s: both must use the same tokenizer", path, s_vocab, t_vocab
-            )
+        # another vocabulary than the teacher's is a cross-tokenizer run (kd.setup checks what it allows)
         model.float()
         model.train()
         return model

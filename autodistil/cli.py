@@ -109,7 +109,7 @@ def run_command(args: argparse.Namespace) -> int:
         from .superlm import load_superlm
 
         check_output_dir(args.output_dir, overwrite=args.overwrite)
-        superlm, _, _ = load_superlm(args.superlm)
+        superlm, _, meta = load_superlm(args.superlm)
         arch = parse_arch(args.arch, head_dim=superlm.head_dim)
         superlm.check_fits(arch)
         tokenizer = load_tokenizer(args.superlm)
@@ -119,6 +119,9 @@ def run_command(args: argparse.Namespace) -> int:
             shutil.rmtree(args.output_dir)
         model = superlm.eval().extract(arch)
         save_student(model, tokenizer, args.output_dir, require_builtin=arch.is_plain_bert)
+        from .card import write_student_card
+
+        write_student_card(args.output_dir, model, arch, args.superlm, meta)
         kind = "plain BERT" if arch.is_plain_bert else "autodistil_bert (import autodistil to load)"
         print(f"extracted {arch} ({kind}, {arch.flops():,} FLOPs at 128 tokens) to {args.output_dir}")
         return 0

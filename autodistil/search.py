@@ -541,7 +541,7 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
 
     scored = [c for c in candidates if c.score is not None]
     chosen = min(scored, key=lambda c: (c.score, c.flops))
-    superlm, _, _ = load_superlm(chosen.superlm)
+    superlm, _, chosen_meta = load_superlm(chosen.superlm)
     student = superlm.extract(chosen.arch)
     main = state.is_main_process
     if main:
@@ -564,6 +564,10 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     }
     if main:
         write_json_atomic(os.path.join(cfg.output_dir, "metrics.json"), metrics)
+        from .card import write_student_card
+
+        write_student_card(os.path.join(cfg.output_dir, "student"), student, chosen.arch, chosen.superlm,
+                           chosen_meta, search=metrics)
     state.wait_for_everyone()
     return metrics
 

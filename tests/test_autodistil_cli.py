@@ -107,6 +107,11 @@ def test_extract_command(setup, tmp_path):
     code = main(["extract", "--superlm", out, "--arch", "layers=1,hidden=32,heads=2,mlp_ratio=2",
                  "--output-dir", str(tmp_path / "s")])
     assert code == 0 and isinstance(AutoModel.from_pretrained(str(tmp_path / "s")), BertModel)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(str(tmp_path / "s" / "README.md"))  # the student's model card
+    assert "autodistil" in card.data.tags and "distillation" in card.data.tags
+    assert "layers=1" in card.text and "relation distillation" in card.text and "autodistil extract" in card.text
     code = main(["extract", "--superlm", out, "--arch", "layers=1,hidden=64,heads=8,mlp_ratio=2",
                  "--output-dir", str(tmp_path / "t")])
     assert code == 2

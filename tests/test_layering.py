@@ -1,7 +1,8 @@
 """The layering the project promises, checked on the source with an ``ast`` walk (function-local imports count):
 
 - ``distiller_nlp.core`` stands alone: the standard library, torch, accelerate, numpy and PyYAML (plus tqdm and
-  safetensors, which accelerate itself installs and the engine uses for its progress bar and best-model weights);
+  safetensors, which accelerate itself installs and the engine uses for its progress bar and best-model weights,
+  and huggingface_hub, an accelerate dependency too, for model cards);
 - ``vision_kd`` imports nothing of ours but ``distiller_nlp.core``;
 - ``distiller_nlp`` never imports ``autodistil`` or ``vision_kd``;
 - ``autodistil`` imports ``distiller_nlp.core`` and the public names of ``distiller_nlp.tasks``, ``.models``, ``.env``;
@@ -21,7 +22,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("distiller_nlp", "autodistil", "vision_kd")
 CORE = "distiller_nlp.core"
-CORE_THIRD_PARTY = {"torch", "accelerate", "numpy", "yaml", "tqdm", "safetensors"}
+CORE_THIRD_PARTY = {"torch", "accelerate", "numpy", "yaml", "tqdm", "safetensors", "huggingface_hub"}
 AUTODISTIL_MAY_USE = ("distiller_nlp.core", "distiller_nlp.tasks", "distiller_nlp.models", "distiller_nlp.env")
 
 

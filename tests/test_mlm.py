@@ -74,6 +74,11 @@ def test_train_mlm_lowers_loss_and_writes_a_loadable_masked_lm(encoder, corpus, 
     assert on_disk["eval_loss"] == pytest.approx(m["eval_loss"]) and "train_runtime_s" in on_disk
     assert (out / "model.safetensors").is_file() and (out / "config.yaml").is_file()
     assert not (out / "best").exists()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(str(out / "README.md"))
+    assert card.data.pipeline_tag == "fill-mask" and card.data.base_model == str(encoder)
+    assert f"{m['eval_perplexity']:.2f}" in card.text and "masked" in card.text
     model = AutoModelForMaskedLM.from_pretrained(out)  # plain transformers, nothing of ours
     after = evaluate_mlm(model, AutoTokenizer.from_pretrained(out), train_texts, max_length=16, mlm_probability=0.3)
     assert after["loss"] < before["loss"] - 0.3  # on the training texts too

@@ -58,6 +58,12 @@ def test_each_method_trains_from_the_cli(method, digits_teacher, tmp_path):
     assert m["method"] == method and m["global_step"] == 25 and 0 <= m["eval_accuracy"] <= 1
     assert m["train_runtime_s"] > 0 and m["examples_per_s"] > 0 and "eval_ece" in m
     assert m["teacher_cached"] is (method in ("dkd", "nkd"))
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(str(out / "README.md"))
+    assert method in card.data.tags and card.data.pipeline_tag == "image-classification"
+    res = {r.metric_type: r.metric_value for r in card.data.eval_results if r.dataset_split == "validation"}
+    assert res["accuracy"] == pytest.approx(m["eval_accuracy"], abs=1e-6) and f"`{method}`" in card.text
     if method == "bdkd":
         assert os.path.isfile(out / "teacher" / "model.safetensors")
     from safetensors.torch import load_file

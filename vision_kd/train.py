@@ -281,7 +281,13 @@ def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str)
     result = engine.train()
     epochs_done = result.global_step * cfg.train.grad_accum / max(1, prepared.context.batches_per_epoch)
     runtime = result.metrics["train_runtime_s"]
-    return run.finish(engine, result, extra={
+
+    def card(metrics: dict) -> None:
+        from distiller_nlp.core.card import write_model_card
+
+        write_model_card(run.output_dir, vision_card(cfg, prepared, metrics))
+
+    return run.finish(engine, result, on_finish=[card], extra={
         "method": cfg.method, "dataset": cfg.dataset, "task": data.task,
         "student_arch": prepared.student.spec["arch"], "student_params": count_parameters(prepared.student),
         "method_params": module.params_dict(), "teachers": prepared.teacher_paths, "teacher_cached": cached,
@@ -291,5 +297,41 @@ def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str)
     })
 
 
-__all__ = ["train_vision", "torch_threads", "prepare_run", "PreparedRun", "RunContext", "default_teacher",
+def vision_card(cfg: VisionConfig, prepared, metrics: dict):
+    """The model card of a vision student: method and its parameters, teachers, student architecture and size, data,
+    measured metrics, the command (:class:`distiller_nlp.core.card.CardInfo`)."""
+    import os
+
+    from distiller_nlp.core.card import CardInfo, teacher_card_facts
+
+    tr = cfg.train
+    teachers = list(prepared.teacher_paths or [])
+    licence = next((teacher_card_facts(t).get("license") for t in teachers if teacher_card_facts(t)), None)
+    arch = prepared.student.spec.get("arch")
+    summary = (f"A `{arch}` student trained with the vision method `{cfg.method}` on `{cfg.dataset}` with "
+               "distiller-toolkit's `vision-kd`" + (f", from the teacher{'s' if len(teachers) > 1 else ''} "
+                                                     + ", ".join(f"`{t}`" for t in teachers) if teachers else "")
+               + ".")
+    params = metrics.get("method_params") or {}
+    pipe = {"method": f"`{cfg.method}`" + (f" ({', '.join(f'{k} = {v}' for k, v in params.items())})"
+                                           if params else ""),
+            "teacher outputs": "cached once" if metrics.get("teacher_cached") else ("live" if teachers else "–"),
+            "optimisation": (f"{tr.max_steps} steps" if tr.max_steps > 0 else f"{tr.epochs:g} epochs")
+            + f", peak lr {tr.lr:g}, batch {tr.batch_size}, precision {tr.precision}, seed {tr.seed}"}
+    rows = [("architecture", str(arch), "–"), ("parameters", f"{metrics.get('student_params', 0):,}", "–")]
+    data = {"dataset": f"`{cfg.dataset}`", "task": str(metrics.get("task")),
+            "training examples": f"{metrics.get('train_examples', 0):,}"}
+    return CardInfo(title=os.path.basename(os.path.abspath(cfg.output_dir)) or "student", summary=summary,
+                    base_model=teachers[0] if teachers else None, license=licence, datasets=[cfg.dataset],
+                    dataset_name=cfg.dataset,
+                    task_type="keypoint-detection" if metrics.get("task") == LANDMARKS else "image-classification",
+                    tags=["vision", cfg.method],
+                    model_rows=rows, pipeline=pipe, data=data, metrics=metrics, library_name="pytorch",
+                    api="from vision_kd.config import VisionConfig\nfrom distiller_nlp.core.config import load_config"
+                        "\nfrom vision_kd.train import train_vision\n"
+                        "train_vision(load_config(VisionConfig, \"config.yaml\"))",
+                    load_snippet="from vision_kd.models import load_model\nmodel = load_model(\"PATH\")")
+
+
+__all__ = ["train_vision", "vision_card", "torch_threads", "prepare_run", "PreparedRun", "RunContext", "default_teacher",
            "check_compatible", "load_checked", "dataset_defaults"]

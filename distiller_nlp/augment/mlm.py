@@ -377,7 +377,27 @@ def train_mlm(cfg: MLMConfig, resume: bool | None = None, overwrite: bool | None
     logger.info("held-out masked-LM loss before training %.4f (perplexity %.2f)", before["eval_loss"],
                 before["eval_perplexity"])
     result = engine.train()
-    return out.finish(engine, result, extra={
+
+    def card(metrics: dict) -> None:
+        from distiller_nlp.core.card import CardInfo
+        from distiller_nlp.models import describe_model, epochs_text, model_source, size_rows, write_card
+
+        src, tr = model_source(cfg.model, path), cfg.train
+        write_card(out.output_dir, CardInfo(
+            title=os.path.basename(os.path.abspath(cfg.output_dir)) or "mlm",
+            summary=(f"`{src['id']}` with continued masked-LM training with distiller-toolkit (an augmenter for the "
+                     f"`contextual` augmentation stage). Held-out perplexity {metrics['eval_perplexity_before']:.2f} "
+                     f"→ {metrics['eval_perplexity']:.2f}."),
+            base_model=src["id"], license=src.get("license"), task_type="fill-mask", tags=["fill-mask", "mlm"],
+            model_rows=[(q, v, "–") for q, v, _ in size_rows(describe_model(model, seq_len=128))],
+            pipeline={"objective": f"masked-LM cross-entropy, {cfg.mlm_probability:.0%} of the tokens masked",
+                      "optimisation": epochs_text(tr) + f", peak lr {tr.lr:g}, batch {tr.batch_size}, max length "
+                                                        f"{tr.max_length}, seed {tr.seed}"},
+            data={"training texts": f"{len(tok_train):,}", "held-out texts": f"{len(tok_eval):,}"},
+            metrics=metrics, load_snippet="from transformers import pipeline\n"
+                                          "print(pipeline(\"fill-mask\", model=\"PATH\")(\"the movie was [MASK].\"))"))
+
+    return out.finish(engine, result, on_finish=[card], extra={
         "eval_loss_before": before["eval_loss"], "eval_perplexity_before": before["eval_perplexity"],
         "new_head_weights": new_keys, "train_examples": len(tok_train), "eval_examples": len(tok_eval),
         "mlm_probability": cfg.mlm_probability})

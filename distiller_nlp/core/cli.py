@@ -188,6 +188,9 @@ def cli_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
     ``--verbose``, run; a :class:`DistillerError` prints one line ``error: ...`` to stderr and returns its exit code
     (2)."""
     args = parser.parse_args(argv)
+    from distiller_nlp.core.card import set_invocation
+
+    set_invocation(parser.prog, list(sys.argv[1:] if argv is None else argv))  # for the model cards, redacted
     setup_logging(getattr(args, "verbose", False))
     if quiet is not None and not getattr(args, "verbose", False):
         # Library chatter (load reports, per-map progress bars of small datasets) hides what matters; the training
@@ -198,3 +201,5 @@ def cli_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
     except DistillerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        set_invocation(None, [])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable, Iterable, Optional
 
@@ -16,7 +17,8 @@ from distiller_nlp.core.rundir import check_output_dir
 from distiller_nlp.kd import teacher_cache as tc
 from distiller_nlp.kd.setup import prepare_distillation
 from distiller_nlp.kd.teachers import CachedMixupRunner, TeacherRunner
-from distiller_nlp.models import describe_model, save_student
+from distiller_nlp.models import (describe_model, epochs_text, load_snippet, model_source, save_student, size_rows,
+                                  task_card_fields, write_card)
 from distiller_nlp.tasks import task_metric_fn
 
 logger = logging.getLogger(__name__)
@@ -108,5 +110,80 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
         "teacher_cached": cached is not None,
         "teacher_cache_s": round(t_cache, 3) if cached is not None else 0.0,  # computing or loading it
     })
-    hooks = [lambda metrics, hook=hook: hook(run, metrics, time.perf_counter() - t_wall) for hook in on_finish]
+    hooks = [lambda metrics: write_card(out.output_dir, distill_card(cfg, run, metrics))]
+    hooks += [lambda metrics, hook=hook: hook(run, metrics, time.perf_counter() - t_wall) for hook in on_finish]
     return out.finish(engine, result, extra=extra, on_finish=hooks)
+
+
+def _teacher_score(teacher_path: str, metric: str):
+    from distiller_nlp.core.rundir import read_json
+
+    m = read_json(os.path.join(teacher_path, "metrics.json")) if os.path.isdir(teacher_path) else None
+    return (m or {}).get(f"eval_{metric}")
+
+
+def distill_card(cfg: DistillConfig, run, metrics: dict):
+    """The model card of a distilled student (:class:`~distiller_nlp.core.card.CardInfo`): teacher, shape, params
+    and FLOPs against the teacher, the whole pipeline, data sizes, measured metrics, the command."""
+    from distiller_nlp.core.card import CardInfo
+
+    kd, task, a, tr = cfg.kd, run.task, cfg.augment, cfg.train
+    src = model_source(cfg.teacher, run.teacher_path)
+    s_desc = describe_model(run.student, seq_len=128)
+    t_desc = describe_model(run.teacher, seq_len=128)
+    main = task.main_metric
+    t_score, s_score = _teacher_score(run.teacher_path, main), metrics.get(f"eval_{main}")
+    shape = f"{s_desc['layers']} × {s_desc['hidden']}"
+    summary = (f"A {shape} {s_desc['model_type']} student distilled from the teacher `{src['id']}`"
+               + (f" (itself fine-tuned from `{src['base']}`)" if src.get("base") else "")
+               + f" on the task `{task.name}` with distiller-toolkit.")
+    if isinstance(s_score, float) and isinstance(t_score, float) and t_score:
+        summary += (f" Dev {main}: {s_score:.4f} against the teacher's {t_score:.4f} ({s_score / t_score:.3f} of it) "
+                    f"at {metrics.get('flops_ratio', float('nan')):.3f} of its encoder FLOPs.")
+    pipe = {"prediction loss": "none" if kd.pred_loss == "none" else
+            f"`{kd.pred_loss}` (T = {kd.temperature}, kd_weight {kd.kd_weight}"
+            + (f", {kd.pred_loss_params}" if kd.pred_loss_params else "") + ")",
+            "hard-label cross-entropy weight": kd.hard_label_weight}
+    if run.module.matches:
+        pipe["intermediate matches"] = ", ".join(f"`{m.name}` (×{m.weight})" for m in run.module.matches)
+    if kd.mapping is not None:
+        mp = kd.mapping
+        pipe["layer mapping"] = f"{mp.strategy} ({mp.feature}, {mp.loss}" + (f", pool {mp.pool}" if mp.pool != "none"
+                                                                             else "") + ")"
+    if a.stages:
+        pipe["augmentation"] = (f"{' + '.join(a.stages)}, {a.copies} cop{'y' if a.copies == 1 else 'ies'} per "
+                                f"example, aug_p {a.aug_p}" + (f", regenerated every {a.reaug_every} epochs"
+                                                               if a.reaug_every else "")
+                                + (f", repeated augmentation k = {a.repeated_aug}" if a.repeated_aug > 1 else ""))
+    if kd.mixup:
+        pipe["MixUp"] = f"on word embeddings, α = {kd.mixup_alpha}"
+    if kd.schedules:
+        pipe["schedules"] = ", ".join(f"{k}: {v.kind} → {v.final}" for k, v in kd.schedules.items())
+    if cfg.teachers:
+        pipe["more teachers (soft targets averaged)"] = ", ".join(f"`{t}`" for t in cfg.teachers)
+    if getattr(run, "cross_tokenizer", False):
+        pipe["tokenizers"] = "teacher and student tokenize the raw text each their own way (cross-tokenizer KD)"
+    pipe["teacher outputs"] = "cached once" if metrics.get("teacher_cached") else "computed live every step"
+    pipe["student initialisation"] = (f"checkpoint `{cfg.student}`" if cfg.student
+                                      else f"shape `{cfg.student_shape}`, init `{cfg.student_init}`")
+    pipe["optimisation"] = epochs_text(tr) + (
+        f", peak lr {tr.lr:g}, batch {tr.batch_size} × {tr.grad_accum} accumulation, max length {tr.max_length}, "
+        f"precision {tr.precision}, seed {tr.seed}")
+    if cfg.general:
+        pipe["mode"] = "general (task-agnostic) distillation: intermediate matches only"
+    data = {"task": f"`{task.name}`" + (f" (local files in `{cfg.data.data_dir}`)" if cfg.data.data_dir else ""),
+            "training examples": f"{metrics.get('train_examples_original', run.n_original):,} original"
+            + (f", {metrics['train_examples']:,} with augmented copies"
+               if metrics.get("train_examples", 0) != metrics.get("train_examples_original") else "")}
+    for key, value in metrics.items():
+        if key.endswith("_examples") and key.startswith(("eval_", "test_")):
+            data[f"{key[:-9]} examples"] = f"{value:,}" if isinstance(value, int) else value
+    return CardInfo(
+        title=os.path.basename(os.path.abspath(cfg.output_dir)) or "student",
+        summary=summary, base_model=src["id"], license=src.get("license"),
+        tags=["text-classification", s_desc["model_type"] or "", f"kd-{kd.pred_loss}"],
+        model_rows=size_rows(s_desc, t_desc), pipeline=pipe, data=data, metrics=metrics,
+        api="from distiller_nlp.config import DistillConfig\nfrom distiller_nlp.core.config import load_config\n"
+            "from distiller_nlp.kd import distill\n"
+            "distill(load_config(DistillConfig, \"config.yaml\"))",
+        load_snippet=load_snippet(), **task_card_fields(task))

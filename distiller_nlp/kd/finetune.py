@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import os
+
 from distiller_nlp.config import FinetuneConfig
 from distiller_nlp.core.engine import Engine
 from distiller_nlp.core.run import TrainingRun
-from distiller_nlp.models import (SupervisedModule, describe_model, load_backbone_for_finetune, load_tokenizer,
-                                  resolve_model_path, save_student)
+from distiller_nlp.models import (SupervisedModule, describe_model, epochs_text, load_backbone_for_finetune,
+                                  load_snippet, load_tokenizer, model_source, resolve_model_path, save_student,
+                                  size_rows, task_card_fields, write_card)
 from distiller_nlp.tasks import eval_splits, load_data_config, make_collator, task_metric_fn, tokenize_dataset
 
 
@@ -46,4 +49,32 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
     result = engine.train()
     extra = {f"model_{k}": v for k, v in describe_model(model, seq_len=cfg.train.max_length).items()}
     extra["train_examples"] = len(tok["train"])
-    return out.finish(engine, result, extra=extra)
+    return out.finish(engine, result, extra=extra,
+                      on_finish=[lambda metrics: write_card(out.output_dir, finetune_card(cfg, path, model, task,
+                                                                                          metrics))])
+
+
+def finetune_card(cfg: FinetuneConfig, path: str, model, task, metrics: dict):
+    """The model card of a fine-tuned teacher: its base checkpoint, size, training settings, measured metrics."""
+    from distiller_nlp.core.card import CardInfo
+
+    src = model_source(cfg.model, path)
+    desc = describe_model(model, seq_len=128)
+    tr = cfg.train
+    main = task.main_metric
+    score = metrics.get(f"eval_{main}")
+    summary = (f"`{src['id']}` fine-tuned on the task `{task.name}` with distiller-toolkit (a teacher for "
+               "`distiller-nlp distill`)." + (f" Dev {main}: {score:.4f}." if isinstance(score, float) else ""))
+    pipe = {"objective": "mean-squared error on the label" if task.is_regression else "cross-entropy on the labels",
+            "optimisation": epochs_text(tr)
+            + f", peak lr {tr.lr:g}, batch {tr.batch_size}, max length {tr.max_length}, precision {tr.precision}, "
+              f"seed {tr.seed}"}
+    data = {"task": f"`{task.name}`", "training examples": f"{metrics.get('train_examples', 0):,}"}
+    return CardInfo(title=os.path.basename(os.path.abspath(cfg.output_dir)) or "teacher", summary=summary,
+                    base_model=src["id"], license=src.get("license"), tags=["text-classification", "teacher"],
+                    model_rows=[(q, v, "–") for q, v, _ in size_rows(desc)], pipeline=pipe, data=data,
+                    metrics=metrics, load_snippet=load_snippet(),
+                    api="from distiller_nlp.config import FinetuneConfig\nfrom distiller_nlp.core.config import "
+                        "load_config\nfrom distiller_nlp.kd import finetune_teacher\n"
+                        "finetune_teacher(load_config(FinetuneConfig, \"config.yaml\"))",
+                    **task_card_fields(task))

@@ -204,7 +204,8 @@ def student_own_tokenizer(student: str, teacher_tokenizer, trust_remote_code: bo
 def check_cross_tokenizer(cfg: DistillConfig, matches, teacher_tokenizer, student_tokenizer) -> None:
     """What a teacher with another tokenizer cannot do: token-level matches (per-token hidden states, attention
     scores), MixUp on word embeddings, general distillation; one-line errors naming both tokenizers."""
-    both = f"the teacher reads {describe_tokenizer(teacher_tokenizer)}, the student {describe_tokenizer(student_tokenizer)}"
+    both = (f"the teacher reads {describe_tokenizer(teacher_tokenizer)}, the student "
+            f"{describe_tokenizer(student_tokenizer)}")
     for m in matches:
         if m.token_level:
             raise DistillerError(

@@ -7,6 +7,7 @@
 ``student.py``    :func:`build_student` — a checkpoint, or a smaller shape initialised from teacher slices
 ``describe.py``   :func:`describe_model` — layers, hidden, ..., params, encoder FLOPs
 ``export.py``     :func:`save_student` — an atomic, plain ``save_pretrained`` checkpoint
+``card.py``       :func:`model_source`, :func:`size_rows`, :func:`write_card` — the model card of an export
 ``supervised.py`` :class:`SupervisedModule` — a classifier as the engine's module (CE on labels, MSE for one output)
 ================  ===================================================================================================
 
@@ -14,6 +15,7 @@ Student shapes use the one grammar of :mod:`distiller_nlp.core.shape` (:class:`S
 """
 
 from distiller_nlp.core.shape import StudentShape, parse_student_shape
+from distiller_nlp.models.card import epochs_text, load_snippet, model_source, size_rows, task_card_fields, write_card
 from distiller_nlp.models.describe import describe_model
 from distiller_nlp.models.export import save_student
 from distiller_nlp.models.load import (load_backbone_for_finetune, load_teacher_for_task, load_tokenizer,
@@ -24,6 +26,12 @@ from distiller_nlp.models.student import (SUPPORTED_STUDENT_TYPES, build_student
                                           teacher_init_layers)
 
 __all__ = [
+    "model_source",
+    "size_rows",
+    "task_card_fields",
+    "write_card",
+    "load_snippet",
+    "epochs_text",
     "PACKAGED_TEACHER",
     "packaged_minilm_path",
     "resolve_model_path",

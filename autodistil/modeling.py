@@ -75,6 +75,10 @@ def register() -> None:
     AutoConfig.register(AutoDistilBertConfig.model_type, AutoDistilBertConfig)
     AutoModel.register(AutoDistilBertConfig, AutoDistilBertModel)
     AutoModelForSequenceClassification.register(AutoDistilBertConfig, AutoDistilBertForSequenceClassification)
+    from distiller_nlp.core.capture import EncoderLayout, register_encoder_layout
+
+    register_encoder_layout(AutoDistilBertConfig.model_type, EncoderLayout(
+        note="AutoDistil BERT (head size independent of hidden / heads): BERT's module paths"))
 
 
 register()

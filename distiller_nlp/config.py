@@ -156,6 +156,10 @@ class KDConfig:
     mapping: Optional[MappingConfig] = option(None, help="a mapping strategy that expands to matches")
     mixup: bool = option(False, help="MixUp on word embeddings (batch = originals + mixed copies)", flag=True)
     mixup_alpha: float = option(0.4, help="MixUp λ ~ Beta(mixup_alpha, mixup_alpha)", positive=True)
+    # e.g. {my-encoder: {embeddings: embed, layers: blocks, q: attn.wq, k: attn.wk, v: attn.wv}}
+    encoder_layouts: dict = option(default_factory=dict,
+                                   help="module paths of encoder types the capture does not know (model type -> "
+                                        "EncoderLayout fields; see distiller_nlp.core.capture)")
     # e.g. {temperature: {kind: linear, final: 1.0}, kd_weight: {kind: cosine, final: 0.5}}
     schedules: dict[str, ScheduleConfig] = option(default_factory=dict, help="schedules of KD hyper-parameters")
 

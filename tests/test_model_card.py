@@ -110,3 +110,25 @@ def test_push_to_hub_failure_is_one_line(distilled, monkeypatch):
     with pytest.raises(DistillerError) as e:
         push_to_hub(str(distilled), "me/student")
     assert str(e.value) == f"cannot push {distilled} to me/student: connection refused"
+
+
+def test_push_to_hub_flag(tiny_teacher, sst2_dir, tmp_path, monkeypatch, capsys):
+    """``--push-to-hub``: offline, refused before anything is written; online, the finished directory (with its
+    card) is uploaded and ``metrics.json`` says where."""
+    import huggingface_hub
+
+    args = ["distill", "--teacher", tiny_teacher, "--task", "sst2", "--data-dir", sst2_dir, "--student-shape",
+            "layers=1,hidden=16,heads=2,intermediate=32", "--max-steps", "2", "--max-length", "16", "--precision",
+            "no", "--report-to", "none", "--push-to-hub", "me/tiny"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main([*args, "--output-dir", str(tmp_path / "off")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: cannot push to me/tiny: HF_HUB_OFFLINE is set"] and not (tmp_path / "off").exists()
+    uploads = []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder",
+                        lambda self, **kw: uploads.append(sorted(os.listdir(kw["folder_path"]))))
+    assert main([*args, "--output-dir", str(tmp_path / "on")]) == 0
+    assert len(uploads) == 1 and {"README.md", "model.safetensors", "metrics.json"} <= set(uploads[0])
+    assert json.loads((tmp_path / "on" / "metrics.json").read_text()).get("pushed_to") is None  # written before

@@ -51,7 +51,8 @@ class VisionTrainArgs(TrainArgs):
     warmup_ratio: float = option(0.0, help="fraction of steps with linear warm-up", flag=True)
     precision: str = option("no", help="{choices} (auto = bf16 where fast)", choices=PRECISIONS, flag=True)
     logging_steps: int = option(10, help="log every N steps", positive=True, flag=True)
-    report_to: str = option("none", help="{choices}", choices=REPORT_TO, flag=True)
+    report_to: str = option("none", help="experiment trackers, comma-separated: {choices}", choices=REPORT_TO,
+                            check=False, flag=True)  # checked by TrainArgs.validate (parse_report_to)
     max_grad_norm: float = option(5.0, help="gradient clipping norm (<= 0 disables clipping)")
     max_length: int = option(128, help="(text only; unused for images)")
     group_by_length: bool = option(False, help="(text only; unused for images)")

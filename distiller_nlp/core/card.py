@@ -26,7 +26,7 @@ from distiller_nlp.core.errors import DistillerError
 logger = logging.getLogger(__name__)
 
 __all__ = ["CardInfo", "write_model_card", "render_model_card", "push_to_hub", "set_invocation", "invocation",
-           "redact", "teacher_card_facts", "CARD_FILE"]
+           "redact", "teacher_card_facts", "check_push_target", "CARD_FILE"]
 
 CARD_FILE = "README.md"
 _INVOCATION: Optional[str] = None
@@ -176,17 +176,23 @@ def teacher_card_facts(path: Optional[str]) -> dict:
     return out
 
 
+def check_push_target(repo_id: str, hint: str = "") -> None:
+    """A ``--push-to-hub`` target must be ``owner/name`` and the Hub reachable in principle (``HF_HUB_OFFLINE``
+    unset): checked before a run starts, so an offline run does not train for hours and then fail."""
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id or ""):
+        raise DistillerError(f"--push-to-hub '{repo_id}' is not a Hub repository id (owner/name)")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise DistillerError(f"cannot push to {repo_id}: HF_HUB_OFFLINE is set{hint}")
+
+
 def push_to_hub(directory: str, repo_id: str, private: bool = True, commit_message: Optional[str] = None) -> str:
     """Upload ``directory`` (weights, tokenizer, card) to the Hub repository ``repo_id`` (created private unless
     ``private=False``); returns the repository URL. Offline or without credentials: one-line DistillerError."""
     from huggingface_hub import HfApi
     from huggingface_hub.utils import HfHubHTTPError
 
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id or ""):
-        raise DistillerError(f"--push-to-hub '{repo_id}' is not a Hub repository id (owner/name)")
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        raise DistillerError(f"cannot push to {repo_id}: HF_HUB_OFFLINE is set (the model is saved in {directory}; "
-                             f"push it later with `huggingface-cli upload {repo_id} {directory}`)")
+    check_push_target(repo_id, f" (the model is saved in {directory}; push it later with `hf upload {repo_id} "
+                               f"{directory}`)")
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)

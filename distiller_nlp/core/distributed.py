@@ -82,9 +82,19 @@ def seed_process(seed: int, per_rank: bool = True) -> None:
 
 
 def finish_trackers(accelerator) -> None:
-    """Close the accelerator's trackers (main process); unlike ``end_training`` keep the process group."""
-    for tracker in accelerator.trackers:
-        tracker.finish()
+    """Close the accelerator's trackers (main process); unlike ``end_training`` keep the process group.
+
+    The closed trackers leave ``accelerator.trackers`` (a later ``log`` is a no-op, not a write to a closed run),
+    and what :func:`~distiller_nlp.core.engine.precision.start_trackers` changed for them (MLflow's default store
+    in the run directory) is undone, even when a tracker fails to close."""
+    try:
+        for tracker in accelerator.trackers:
+            tracker.finish()
+    finally:
+        accelerator.trackers.clear()
+        for undo in getattr(accelerator, "_distiller_tracker_cleanup", None) or []:
+            undo()
+        accelerator._distiller_tracker_cleanup = []
 
 
 def params_checksum(module: torch.nn.Module) -> torch.Tensor:

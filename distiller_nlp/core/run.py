@@ -62,7 +62,8 @@ class TrainingRun:
 
         On the main process: move ``DIR/best`` into ``DIR`` (so ``from_pretrained(DIR)`` loads the selected model),
         write ``history.json`` (training losses and evaluations; skipped with ``history=False``) and
-        ``metrics.json`` (the engine's metrics updated with ``extra``), then call each ``on_finish(metrics)``.
+        ``metrics.json`` (the engine's metrics updated with ``extra``), then call each ``on_finish(metrics)`` (e.g.
+        the model card) and, with ``train.push_to_hub``, upload the directory to the Hub.
         Every process waits for the main one before returning."""
         metrics = dict(result.metrics)
         metrics.update(extra or {})
@@ -73,6 +74,11 @@ class TrainingRun:
             write_json_atomic(self.path(METRICS_FILE), metrics)
             for hook in on_finish:
                 hook(metrics)
+            repo = getattr(engine.args, "push_to_hub", "")
+            if repo:  # after the hooks: the model card is written by then
+                from distiller_nlp.core.card import push_to_hub
+
+                metrics["pushed_to"] = push_to_hub(self.output_dir, repo)
         engine.accelerator.wait_for_everyone()
         return metrics
 

@@ -12,12 +12,77 @@ from dataclasses import dataclass
 from distiller_nlp.core.config import check_config, option
 from distiller_nlp.core.errors import DistillerError
 
-__all__ = ["TrainArgs", "PRECISIONS", "OPTIMIZERS", "REPORT_TO"]
+__all__ = ["TrainArgs", "PRECISIONS", "OPTIMIZERS", "REPORT_TO", "TRACKER_PACKAGES", "parse_report_to"]
 
 #: ``auto`` = bf16 where the hardware runs it fast (see :func:`distiller_nlp.core.engine.resolve_precision`).
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 OPTIMIZERS = ("auto", "adamw", "adamw_foreach", "adamw_fused")
-REPORT_TO = ("tensorboard", "none")
+#: ``report_to`` takes a comma-separated list of accelerate's trackers (``accelerate.utils.LoggerType``), ``all``
+#: (every tracker whose package is installed) or ``none``. This tuple feeds the help text only (no accelerate import
+#: for ``--help``); :func:`parse_report_to` checks against the installed accelerate's own list.
+REPORT_TO = ("tensorboard", "mlflow", "wandb", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio", "all",
+             "none")
+#: What to ``pip install`` for each tracker (accelerate's ``is_<name>_available`` decides whether it is there).
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard",
+    "mlflow": "mlflow-skinny",
+    "wandb": "wandb",
+    "comet_ml": "comet-ml",
+    "aim": "aim<4",  # accelerate's AimTracker needs aim 3.x
+    "clearml": "clearml",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+    "trackio": "trackio",
+}
+
+
+def _tracker_names() -> list:
+    """The trackers this accelerate knows (``LoggerType`` without ``all``)."""
+    from accelerate.utils import LoggerType
+
+    return [t.value for t in LoggerType if t.value != "all"]
+
+
+def _tracker_available(name: str) -> bool:
+    """accelerate's own check (``accelerate.utils.is_<name>_available``), read at call time; a tracker without one
+    (newer than this code) counts as available and accelerate decides."""
+    import accelerate.utils
+
+    check = getattr(accelerate.utils, f"is_{name}_available", None)
+    return True if check is None else bool(check())
+
+
+def parse_report_to(value, key: str = "train.report_to", source: str = "config") -> list:
+    """The trackers of a ``report_to`` value, in order and without repeats: ``"tensorboard,mlflow"`` ->
+    ``["tensorboard", "mlflow"]``; ``"all"`` -> every installed tracker; ``"none"`` / ``""`` -> ``[]``.
+
+    An unknown name, ``none`` beside a tracker, or a tracker whose package is not installed is a one-line
+    :class:`DistillerError` naming it (and the valid names, or the package to install)."""
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    items = [s.strip().lower() for s in str(value or "").split(",")]
+    items = [s for s in items if s]
+    if not items or items == ["none"]:
+        return []
+    known = _tracker_names()
+    valid = ", ".join(known + ["all", "none"])
+    for item in items:
+        if item == "none":
+            raise DistillerError(f"{key}: 'none' in {source} cannot be combined with trackers ({value})")
+        if item != "all" and item not in known:
+            raise DistillerError(f"{key}: unknown tracker '{item}' in {source} (valid: {valid})")
+    if "all" in items:
+        return [name for name in known if _tracker_available(name)]
+    out: list = []
+    for item in items:
+        if item in out:
+            continue
+        if not _tracker_available(item):
+            package = TRACKER_PACKAGES.get(item, item)
+            raise DistillerError(f"{key}: tracker '{item}' in {source} needs a package that is not installed: "
+                                 f"pip install '{package}'")
+        out.append(item)
+    return out
 
 
 @dataclass
@@ -41,11 +106,14 @@ class TrainArgs:
     save_steps: int = option(0, help="checkpoint every N steps (0: every epoch and every evaluation)", flag=True)
     logging_steps: int = option(20, help="log every N steps", positive=True, flag=True)
     keep_checkpoints: int = option(2, help="checkpoints kept in DIR/checkpoints")
-    report_to: str = option("tensorboard", help="{choices}", choices=REPORT_TO, flag=True)
+    report_to: str = option("tensorboard", help="experiment trackers, comma-separated: {choices}", choices=REPORT_TO,
+                            check=False, flag=True)  # checked by parse_report_to in validate()
     metric_for_best: str = option("", help="metric that selects the best model ('' = the task's main metric)")
     find_unused_parameters: bool = option(False, help="DDP: tolerate parameters without gradients")
     group_by_length: bool = option(False, help="batch examples of similar length (less padding)", flag=True)
     optim: str = option("auto", help="{choices} (auto = fused AdamW on CPU/CUDA)", choices=OPTIMIZERS, flag=True)
+    push_to_hub: str = option("", help="when the run ends, upload the exported model (weights, tokenizer, model "
+                                       "card) to this Hub repository (owner/name; created private)", flag=True)
     num_workers: int = option(0, help="DataLoader worker processes per process (0: load in the main thread)", min=0,
                               flag=True)
 
@@ -55,3 +123,8 @@ class TrainArgs:
         check_config(self, source, prefix="train.")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise DistillerError(f"train.epochs in {source} must be positive (or set train.max_steps)")
+        parse_report_to(self.report_to, "train.report_to", source)
+        if self.push_to_hub:
+            from distiller_nlp.core.card import check_push_target
+
+            check_push_target(self.push_to_hub)

@@ -60,6 +60,15 @@ def prepare_distillation(cfg: DistillConfig):
     if cfg.student_init not in ("auto", "teacher", "random"):
         raise DistillerError(f"student_init '{cfg.student_init}' must be auto, teacher or random")
     set_seed(cfg.train.seed)
+    if cfg.kd.encoder_layouts:  # module paths of encoder types the capture registry does not know
+        from distiller_nlp.core.capture import register_encoder_layout
+
+        if not isinstance(cfg.kd.encoder_layouts, dict):
+            raise DistillerError("kd.encoder_layouts must map model types to module paths")
+        for model_type, layout in cfg.kd.encoder_layouts.items():
+            if not isinstance(layout, dict):
+                raise DistillerError(f"kd.encoder_layouts.{model_type} must be a mapping of EncoderLayout fields")
+            register_encoder_layout(str(model_type), layout, override=True)
     d = cfg.data
     ds, task = load_data_config(d, seed=cfg.train.seed)
     n_original = len(ds["train"])

@@ -46,7 +46,7 @@ from distiller_nlp.core.engine.callbacks import Callback
 from distiller_nlp.core.engine.checkpoints import CHECKPOINT_PREFIX, STATE_FILE, list_checkpoints, untie
 from distiller_nlp.core.engine.evaluate import batch_size_of, evaluate_loaders, predict_loader
 from distiller_nlp.core.engine.optim import linear_warmup_schedule, make_optimizer
-from distiller_nlp.core.engine.precision import make_accelerator
+from distiller_nlp.core.engine.precision import make_accelerator, start_trackers
 from distiller_nlp.core.engine.samplers import loader_kwargs, train_loader
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.rundir import write_json_atomic
@@ -292,7 +292,8 @@ class Engine:
             self._export(os.path.join(self.output_dir, "best"))
             if len(self.eval_loaders) > 1:
                 self._save_best_state()
-        acc.log(metrics, step=self.state["global_step"])
+        acc.log({f"eval/{k[5:]}" if k.startswith("eval_") else k: v for k, v in metrics.items()},
+                step=self.state["global_step"])
         if pbar is not None:
             pbar.write(
                 f"step {self.state['global_step']}: "
@@ -324,7 +325,7 @@ class Engine:
             self._load_checkpoint()
         tracking = (getattr(args, "report_to", "none") or "none") != "none"
         if tracking:
-            acc.init_trackers(self.run_name)
+            start_trackers(acc, self.run_name, args, self.output_dir)
         pbar = tqdm(
             total=self.total_steps, initial=self.state["global_step"], desc="train",
             disable=not acc.is_local_main_process, dynamic_ncols=True,
@@ -376,6 +377,7 @@ class Engine:
         time_before = self.state["train_time_s"]
         examples_before = self.state["train_examples"]
         examples = 0
+        log_t0, log_examples = time.perf_counter(), 0  # throughput window since the last log (no eval/save time)
         batches_per_epoch = len(self.train_loader)
         eval_every = args.eval_steps if args.eval_steps > 0 else None
         save_every = args.save_steps if args.save_steps > 0 else None
@@ -434,7 +436,11 @@ class Engine:
                     last_logs = dict(zip(keys, means.tolist()))
                     last_logs["lr"] = self.scheduler.get_last_lr()[0]
                     self.state["log_history"].append({"step": step, **last_logs})
-                    acc.log({f"train/{k}": v for k, v in last_logs.items()}, step=step)
+                    now = time.perf_counter()
+                    rate = (examples - log_examples) / (now - log_t0) if now > log_t0 else 0.0
+                    acc.log({**{f"train/{k}": v for k, v in last_logs.items()}, "train/examples_per_s": rate},
+                            step=step)
+                    log_t0, log_examples = now, examples
                     pbar.set_postfix({k: f"{v:.4g}" for k, v in last_logs.items() if k in ("loss", "lr")})
                     running, running_n = {}, 0
                     self._event("on_step_end", last_logs)
@@ -451,11 +457,13 @@ class Engine:
                 if end_of_epoch:
                     self.state["epoch"] += 1
                     self.state["batches_in_epoch"] = 0
+                t_pause = time.perf_counter()
                 if do_eval:
                     self._event("on_evaluate", self._evaluate_and_select(pbar))
                 if do_eval or (save_every and step % save_every == 0) or (not save_every and end_of_epoch):
                     if step < total:
                         self._save_checkpoint()
+                log_t0 += time.perf_counter() - t_pause
                 if step >= total or end_of_epoch:
                     break
             else:

@@ -14,19 +14,31 @@ asks for another precision (``run RECIPE``: a teacher stage in ``auto`` then a s
 gets a fresh ``AcceleratorState`` on the same process group instead of accelerate's "already initialized" error; asking
 for ``--cpu`` in a process whose state already sits on a GPU is an error that says so.
 
-Depends on torch and accelerate only.
+Trackers: ``report_to`` (``tensorboard,mlflow``, ``all``, ``none``; see
+:func:`distiller_nlp.core.train_args.parse_report_to`) becomes accelerate's ``log_with``; TensorBoard writes to
+``DIR/<run name>/`` (accelerate's ``logging_dir`` = the run directory). :func:`start_trackers` opens them with the
+run's config as flat parameters; MLflow, when ``MLFLOW_TRACKING_URI`` is not set, logs to a local SQLite store in the
+run directory (:func:`mlflow_default_uri`: ``sqlite:///DIR/mlflow.db``, artifacts in ``DIR/mlartifacts``), never to
+the current directory; the previous state is restored when the trackers finish.
+
+Depends on torch and accelerate only (and PyYAML to read the run's config).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Optional
+import os
+import re
+from typing import Any, Optional
 
 import torch
 
 from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.train_args import parse_report_to
 
-__all__ = ["bf16_is_fast", "gpu_precision", "resolve_precision", "make_accelerator"]
+__all__ = ["bf16_is_fast", "gpu_precision", "resolve_precision", "make_accelerator", "start_trackers",
+           "flatten_config", "mlflow_default_uri"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,20 +118,23 @@ def make_accelerator(args, output_dir: Optional[str] = None, tracking: bool = Fa
     ``find_unused``: DDP tolerates parameters without gradients (set by callers whose module leaves some unused:
     general distillation's classifier, SuperLM subnets), as does ``args.find_unused_parameters``."""
     from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
     from distiller_nlp.core.distributed import check_launch
 
     cpu = bool(args.cpu) or not torch.cuda.is_available()  # without a GPU, --cpu is implied (also under a launcher)
     mixed = resolve_precision(args.precision, cpu=cpu)
     _fit_accelerator_state(mixed, cpu)
-    report_to = getattr(args, "report_to", "none") or "none"
+    trackers = parse_report_to(getattr(args, "report_to", "none")) if tracking else []
+    if trackers and output_dir is None:
+        raise DistillerError(f"report_to {','.join(trackers)} needs an output directory")
     acc = Accelerator(
         cpu=cpu,
         mixed_precision=mixed,
         gradient_accumulation_steps=args.grad_accum,
-        log_with=report_to if (tracking and report_to != "none") else None,
-        project_dir=output_dir,
+        log_with=trackers or None,
+        # logging_dir = the run directory, as before: TensorBoard's event files stay in DIR/<run name>/.
+        project_config=ProjectConfiguration(project_dir=output_dir, logging_dir=output_dir) if output_dir else None,
         kwargs_handlers=[DistributedDataParallelKwargs(
             find_unused_parameters=bool(args.find_unused_parameters or find_unused))],
         # data_seed: the shuffling seed every rank shares; without it accelerate seeds each rank's sampler from
@@ -129,3 +144,103 @@ def make_accelerator(args, output_dir: Optional[str] = None, tracking: bool = Fa
     )
     check_launch(acc.num_processes)
     return acc
+
+
+# ------------------------------------------------------------------------------------------------ trackers
+
+#: The file the run skeleton writes the resolved config to (:data:`distiller_nlp.core.run.CONFIG_FILE`).
+_RUN_CONFIG_FILE = "config.yaml"
+#: The MLflow URI this module set last (so a later run replaces it instead of taking it for the user's own).
+_MLFLOW_URI_SET: dict = {"uri": None}
+
+
+def flatten_config(data: Any, prefix: str = "") -> dict:
+    """A config as flat tracker parameters: nested mappings (and dataclasses) joined with dots, ``str`` / ``int`` /
+    ``float`` / ``bool`` kept, everything else (``None``, lists, empty mappings) as its ``str``."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
+    out: dict = {}
+    for k, v in data.items():
+        key = prefix + re.sub(r"[^\w./\- :]", "_", str(k))  # the characters every tracker (MLflow) accepts in a name
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            v = dataclasses.asdict(v)
+        if isinstance(v, dict) and v:
+            out.update(flatten_config(v, key + "."))
+        elif isinstance(v, (bool, int, float, str)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def _run_config(args, output_dir: Optional[str]) -> dict:
+    """The run's resolved config (``DIR/config.yaml`` when the run skeleton wrote one) with ``train`` = ``args``."""
+    data: dict = {}
+    path = os.path.join(output_dir, _RUN_CONFIG_FILE) if output_dir else None
+    if path and os.path.isfile(path):
+        import yaml
+
+        try:
+            with open(path, encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh)
+            data = loaded if isinstance(loaded, dict) else {}
+        except (OSError, yaml.YAMLError):
+            data = {}
+    if dataclasses.is_dataclass(args):
+        data["train"] = dataclasses.asdict(args)
+    from distiller_nlp.core.card import redact
+
+    return {k: redact(v) if isinstance(v, str) else v for k, v in flatten_config(data).items()}
+
+
+def mlflow_default_uri(output_dir: str) -> str:
+    """The MLflow store of a run when ``MLFLOW_TRACKING_URI`` is unset: SQLite in the run directory (MLflow's own
+    default is ``sqlite:///mlflow.db`` in the current directory; its file store needs an opt-in since 3.x)."""
+    return "sqlite:///" + os.path.join(os.path.abspath(output_dir), "mlflow.db")
+
+
+def _use_local_mlflow_store(output_dir: str):
+    """Point MLflow at :func:`mlflow_default_uri` unless the user chose a store (``MLFLOW_TRACKING_URI``, which
+    ``mlflow.set_tracking_uri`` sets too); returns the undo, or None when the user's store is used.
+
+    Only the environment variable is set (accelerate's MLflowTracker reads it through ``mlflow``), so core never
+    imports mlflow."""
+    current = os.environ.get("MLFLOW_TRACKING_URI")
+    if current and current != _MLFLOW_URI_SET["uri"]:
+        return None
+    uri = mlflow_default_uri(output_dir)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    _MLFLOW_URI_SET["uri"] = uri
+
+    def undo() -> None:
+        if os.environ.get("MLFLOW_TRACKING_URI") == uri:
+            del os.environ["MLFLOW_TRACKING_URI"]
+        _MLFLOW_URI_SET["uri"] = None
+
+    return undo
+
+
+def start_trackers(accelerator, run_name: str, args=None, output_dir: Optional[str] = None) -> None:
+    """``accelerator.init_trackers(run_name, config=...)`` with the run's config as flat parameters (see
+    :func:`flatten_config`); MLflow gets a local store in ``output_dir`` unless ``MLFLOW_TRACKING_URI`` is set, and
+    its run is named after ``output_dir``. :func:`distiller_nlp.core.distributed.finish_trackers` closes them (and
+    undoes the MLflow default)."""
+    names = [str(getattr(t, "value", t)) for t in accelerator.log_with]
+    init_kwargs: dict = {}
+    cleanup: list = []
+    if "mlflow" in names and output_dir:
+        mlflow_kwargs = {"run_name": os.path.basename(os.path.abspath(output_dir))}
+        undo = _use_local_mlflow_store(output_dir)
+        if undo is not None:
+            cleanup.append(undo)
+            # artifact_location of a new experiment; only for the local store (a server keeps its own)
+            mlflow_kwargs["logging_dir"] = os.path.join(os.path.abspath(output_dir), "mlartifacts")
+        init_kwargs["mlflow"] = mlflow_kwargs
+    accelerator._distiller_tracker_cleanup = cleanup
+    try:
+        accelerator.init_trackers(run_name, config=_run_config(args, output_dir), init_kwargs=init_kwargs)
+    except BaseException:
+        accelerator._distiller_tracker_cleanup = []
+        for undo in cleanup:
+            undo()
+        raise

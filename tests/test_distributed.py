@@ -126,7 +126,7 @@ def test_distill_defaults_two_epochs_group_by_length(tiny_teacher, data37, tmp_p
                                                      "--output-dir", tmp_path / "run"))
     m = check_run(run, evals=3, eval_examples=37, epochs=3)
     assert m["global_step"] == 3 * 5  # ceil(74 / 2 / 8) = 5 batches per rank per epoch
-    run.check_artifacts(("metrics.json", "config.yaml", "history.json", "model.safetensors"))
+    run.check_artifacts(("metrics.json", "config.yaml", "history.json", "model.safetensors", "README.md"))
 
 
 def test_distill_torchrun_teacher_cache_auto(tiny_teacher, data37, tmp_path):
@@ -391,3 +391,29 @@ def test_distill_offline_augmentation_sharded(tiny_teacher, data37, tmp_path):
                                                      "--output-dir", tmp_path / "run"))
     m = check_run(run, evals=1, eval_examples=37, epochs=1)
     assert m["train_examples"] == 2 * 74 and m["train_examples_original"] == 74
+
+
+@pytest.mark.slow
+def test_distill_cross_tokenizer_cached_with_mlflow(tiny_teacher, data37, tmp_path):
+    """A student with its own tokenizer (teacher_* columns, pooled match), the teacher cached, TensorBoard + MLflow:
+    rank 0 alone writes the card and the tracker stores."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from conftest import FILLER, NEGATIVE, POSITIVE
+
+    words = sorted(set(POSITIVE + NEGATIVE + FILLER))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *reversed(words)]
+    student = tmp_path / "student"
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(student)
+    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32)).save_pretrained(student)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("kd:\n  intermediate:\n    - {layer_T: 2, layer_S: 1, loss: hidden_mse, pool: mean}\n")
+    args = ["distill", "--config", recipe, "--teacher", tiny_teacher, "--student", student, "--task", "sst2",
+            "--data-dir", data37, "--batch-size", "8", *SMALL, "--epochs", "1", "--teacher-cache", "auto",
+            "--report-to", "tensorboard,mlflow", "--output-dir", tmp_path / "run"]
+    run = Launch(tmp_path, "distiller_nlp", args, extra_env={"DISTILLER_NLP_CACHE": str(tmp_path / "hf" / "d")})
+    m = check_run(run, evals=1, eval_examples=37, epochs=1)
+    assert m["teacher_cached"] is True
+    run.check_artifacts(("metrics.json", "config.yaml", "model.safetensors", "README.md"))
+    assert os.path.isfile(os.path.join(run.out, "mlflow.db"))

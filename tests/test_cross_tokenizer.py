@@ -73,7 +73,7 @@ def test_prepared_run_tokenizes_each_side(tiny_teacher, word_student, sst2_dir, 
     assert torch.allclose(out["teacher_logits"], ref)
 
 
-@pytest.mark.parametrize("cache", ["off", "auto"])
+@pytest.mark.parametrize("cache", [pytest.param("off", marks=pytest.mark.slow), "auto"])
 def test_cross_tokenizer_distill_logits_and_pooled_match(tiny_teacher, word_student, sst2_dir, tmp_path, cache):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

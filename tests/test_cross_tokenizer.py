@@ -153,3 +153,33 @@ def test_pool_hidden_identities():
     with pytest.raises(DistillerError, match="hidden states only"):
         resolve_matches(KDConfig(intermediate=[MatchConfig(layer_T=1, layer_S=1, feature="attention_scores",
                                                            loss="attention_score", pool="cls")]), c, c)
+
+
+def test_cross_tokenizer_regression_task(tiny_backbone, word_student, tmp_path):
+    """A regression task (STS-B format: sentence pairs → score): each side tokenizes the pair, logits_mse + a pooled
+    match train the 1-output student."""
+    from distiller_nlp.cli import main
+
+    from conftest import make_sentences
+
+    data = tmp_path / "stsb"
+    data.mkdir()
+    for name, n, seed in (("train.tsv", 48, 0), ("dev.tsv", 16, 1)):
+        a, b = make_sentences(n, seed), make_sentences(n, seed + 7)
+        rows = [f"{s1}\t{s2}\t{2.5 + 2.5 * (l1 == l2) - 1.0 * (l1 != l2):.1f}" for (s1, l1), (s2, l2) in zip(a, b)]
+        (data / name).write_text("sentence1\tsentence2\tscore\n" + "\n".join(rows) + "\n")
+    fast = ["--max-length", "24", "--precision", "no", "--report-to", "none", "--batch-size", "16"]
+    teacher = tmp_path / "teacher"
+    assert main(["finetune-teacher", "--model", tiny_backbone, "--task", "stsb", "--data-dir", str(data),
+                 "--max-steps", "4", *fast, "--output-dir", str(teacher)]) == 0
+    student = word_student  # a 2-label checkpoint: its head is re-initialised for the 1-output task
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("kd:\n  pred_loss: logits_mse\n  hard_label_weight: 1.0\n  intermediate:\n"
+                      "    - {layer_T: 2, layer_S: 2, loss: hidden_mse, pool: cls}\n")
+    out = tmp_path / "run"
+    assert main(["distill", "--config", str(recipe), "--teacher", str(teacher), "--student", str(student), "--task",
+                 "stsb", "--data-dir", str(data), "--max-steps", "4", *fast, "--output-dir", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert "eval_pearson" in m and m["global_step"] == 4
+    hist = json.loads((out / "history.json").read_text())
+    assert any("hidden_mse/S2-T2/cls" in r for r in hist["train"])

@@ -7,9 +7,14 @@ command                Python function
 ``search``             :func:`autodistil.search.search`
 ``extract``            :meth:`autodistil.superlm.SuperLM.extract` (+ ``save_student``)
 ``spaces``             :data:`autodistil.subspaces.BUILTIN_SPACES` (sizes and FLOPs ranges)
+``flops``              :func:`distiller_nlp.core.flops.flops_report` (one shape, every FLOPs convention)
 =====================  ===========================================================
 
-Every command but ``spaces`` takes ``--config FILE.yaml``; flags override its keys, ``--set key.sub=value`` any key.
+``--flops-convention exact|autodistil`` (``search``, ``spaces``, ``flops``) picks how FLOPs are counted: ``exact``
+(default) = 2 × the real multiply-adds; ``autodistil`` = the paper's formula in multiply-adds (attention counted
+hidden × heads / 12 wide), the convention of the paper's budgets and reported FLOPs.
+
+Every command but ``spaces`` and ``flops`` takes ``--config FILE.yaml``; flags override its keys, ``--set key.sub=value`` any key.
 Bad input prints one line ``error: ...`` and exits 2. Also runs as ``python -m autodistil``.
 """
 
@@ -53,19 +58,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("spaces", help="list the built-in sub-spaces with their sizes and FLOPs ranges")
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--flops-convention", default="exact", help=_CONVENTION_HELP)
+    p.add_argument("--verbose", action="store_true")
+
+    p = sub.add_parser("flops", help="FLOPs of one student shape in every FLOPs convention (exact, autodistil)")
+    p.add_argument("--arch", required=True,
+                   help="e.g. layers=12,heads=9,hidden=544,mlp_ratio=3 (head_dim=64 unless given)")
+    p.add_argument("--seq-len", "--max-length", dest="seq_len", type=int, default=128,
+                   help="tokens of the one sequence counted (default 128)")
+    p.add_argument("--flops-convention", default="exact", help=_CONVENTION_HELP)
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.add_argument("--verbose", action="store_true")
     return parser
 
 
-def _spaces_table(seq_len: int) -> list[dict]:
+_CONVENTION_HELP = ("exact | autodistil: exact = FLOPs = 2 x the real multiply-adds (default); autodistil = the "
+                    "paper's formula, multiply-adds, attention hidden x heads/12 wide")
+
+
+def arch_flops(arch: str, seq_len: int = 128, convention: str = "exact") -> dict:
+    """``autodistil flops``: :func:`distiller_nlp.core.flops.flops_report` of ``arch`` (the ``--arch`` grammar of
+    :func:`autodistil.subspaces.parse_arch`, head_dim 64 unless given) plus its ``arch`` string."""
+    from distiller_nlp.core.flops import flops_report, get_flops_convention
+
+    from .subspaces import parse_arch
+
+    get_flops_convention(convention)  # an unknown name fails before the shape is read
+    a = parse_arch(arch)
+    return {"arch": str(a), **flops_report(a, seq_len, convention)}
+
+
+def _format_flops_report(r: dict) -> str:
+    lines = [f"{r['arch']} at {r['seq_len']} tokens"]
+    main_macs = r["counts"][r["convention"]]["multiply_adds"]
+    for name in [r["convention"]] + [n for n in r["counts"] if n != r["convention"]]:
+        c = r["counts"][name]
+        tail = "" if name == r["convention"] else f"  ({c['multiply_adds'] / main_macs:.3f}x in multiply-adds)"
+        lines.append(f"{name:>10}: {c['flops']:,} ({c['unit']}; {c['multiply_adds'] / 1e9:.4g} G multiply-adds){tail}")
+    return "\n".join(lines)
+
+
+def _spaces_table(seq_len: int, convention: str = "exact") -> list[dict]:
+    from distiller_nlp.core.flops import get_flops_convention
+
     from .subspaces import BUILTIN_SPACES
 
+    conv = get_flops_convention(convention)
     rows = []
     for name, space in BUILTIN_SPACES.items():
-        flops = [a.flops(seq_len) for a in space]
+        flops = [a.flops(seq_len, conv.name) for a in space]
         rows.append({"name": name, "subnets": len(space), "head_dim": space.head_dim,
                      "layers": list(space.layers), "heads": list(space.heads), "hidden": list(space.hidden),
-                     "mlp_ratio": list(space.mlp_ratio), "min_flops": min(flops), "max_flops": max(flops)})
+                     "mlp_ratio": list(space.mlp_ratio), "min_flops": min(flops), "max_flops": max(flops),
+                     "flops_convention": conv.name, "unit": conv.unit})
     return rows
 
 
@@ -96,7 +141,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"chosen student ({m['chosen_subspace']}): layers={m['chosen_layers']} hidden={m['chosen_hidden']} "
               f"heads={m['chosen_heads']} mlp_ratio={m['chosen_mlp_ratio']:g} head_dim={m['chosen_head_dim']}")
         print(f"  FLOPs {m['chosen_flops']:,} ({m['flops_ratio']:.3f} of the teacher's {m['teacher_flops']:,}; "
-              f"budget {m['budget_flops']:,.0f}), params {m['chosen_params']:,}, score {m['chosen_score']:.5g}")
+              f"budget {m['budget_flops']:,.0f}; {m['flops_convention']}: {m['unit']}), "
+              f"params {m['chosen_params']:,}, score {m['chosen_score']:.5g}")
         print(f"  {m['candidates_scored']} candidates scored in {m['score_runtime_s']} s; "
               f"student in {os.path.join(cfg.output_dir, 'student')}")
         return 0
@@ -127,7 +173,12 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "spaces":
-        print(json.dumps(_spaces_table(args.max_length), indent=1))
+        print(json.dumps(_spaces_table(args.max_length, args.flops_convention), indent=1))
+        return 0
+
+    if args.command == "flops":
+        report = arch_flops(args.arch, args.seq_len, args.flops_convention)
+        print(json.dumps(report, indent=1) if args.json else _format_flops_report(report))
         return 0
     raise DistillerError(f"unknown command {args.command}")
 

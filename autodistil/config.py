@@ -22,6 +22,12 @@ def _samplings() -> list:
     return SAMPLERS.names()
 
 
+def _flops_conventions() -> list:
+    from distiller_nlp.core.flops import FLOPS_CONVENTIONS
+
+    return FLOPS_CONVENTIONS.names()
+
+
 @dataclass
 class TextDataConfig:
     """Unlabelled text: a registered task's texts (``tweets``, ``bbc-headlines``, GLUE with ``data_dir``) or, online,
@@ -97,10 +103,16 @@ class SearchConfig:
 
     superlm: list[str] = option(default_factory=list, nargs="+", flag=True,
                                 help="SuperLM directories (or directories holding them)")
-    budget: float = option(0.0, help="FLOPs budget (2 x multiply-adds, one sequence of --max-length tokens)",
-                           min=0, flag=True)
-    budget_ratio: float = option(0.0, help="budget as a fraction of the teacher's encoder FLOPs at max_length",
-                                 min=0, flag=True)
+    budget: float = option(0.0, min=0, flag=True,
+                           help="FLOPs budget of one sequence of --max-length tokens, in the unit of "
+                                "--flops-convention (exact: FLOPs = 2 x multiply-adds; autodistil: multiply-adds)")
+    budget_ratio: float = option(0.0, min=0, flag=True,
+                                 help="budget as a fraction of the teacher's encoder FLOPs at max_length (teacher "
+                                      "counted in --flops-convention)")
+    flops_convention: str = option("exact", choices=_flops_conventions, flag=True,
+                                   help="{choices}: how budgets, candidates and reports count FLOPs (exact: 2 x the "
+                                        "real multiply-adds; autodistil: the paper's formula, multiply-adds, "
+                                        "attention hidden x heads/12 wide)")
     score: str = option("task-agnostic", choices=SCORES, flag=True,
                         help="{choices} (held-out relation loss | short k-shot fine-tune)")
     plain_bert: bool = option(False, flag=True,

@@ -6,7 +6,10 @@ of the inherited subnet after a short fine-tune on k labelled examples per class
 relations on the held-out set are computed once and reused for every candidate (:class:`HeldOutScorer`: sequences
 bucketed by length, only the last layer's q/k/v computed, shared layer prefixes, no autograd; same scores as the
 straightforward :class:`ReferenceHeldOutScorer`). Candidates come from every given SuperLM; those whose FLOPs
-(2 × multiply-adds, encoder, one sequence of ``max_length`` tokens) exceed the budget are never scored. Up to
+(encoder, one sequence of ``max_length`` tokens, in ``flops_convention``: ``exact`` = 2 × the real multiply-adds,
+``autodistil`` = multiply-adds by AutoDistil's formula, see :mod:`distiller_nlp.core.flops`) exceed the budget
+are never scored; the budget, the teacher's count behind ``budget_ratio`` and every reported FLOPs number are in
+that same convention. Up to
 ``max_evals`` fitting candidates per SuperLM are scored exhaustively; larger spaces are searched with Optuna's TPE
 sampler for ``max_evals`` trials.
 
@@ -41,13 +44,14 @@ from .superlm import SUPERLM_FILE, load_superlm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Candidate", "find_superlms", "search", "pareto_front", "HeldOutScorer", "ReferenceHeldOutScorer"]
+__all__ = ["Candidate", "find_superlms", "search", "resolve_budget", "pareto_front", "HeldOutScorer",
+           "ReferenceHeldOutScorer"]
 
 
 @dataclass
 class Candidate:
-    """One subnet of one SuperLM: its FLOPs (2 × multiply-adds, one sequence) and parameters, whether it fits the
-    budget, and its score once scored (lower is better)."""
+    """One subnet of one SuperLM: its FLOPs (one sequence, in the search's FLOPs convention) and parameters, whether
+    it fits the budget, and its score once scored (lower is better)."""
 
     superlm: str
     subspace: str
@@ -401,7 +405,8 @@ def _optuna_search(space: SubSpace, fits: dict, score_fn, n_trials: int, seed: i
     study.optimize(objective, n_trials=n_trials)
 
 
-def _plot(path: str, candidates: list[Candidate], budget: float, chosen: Candidate) -> None:
+def _plot(path: str, candidates: list[Candidate], budget: float, chosen: Candidate,
+          xlabel: str = "encoder GFLOPs per sequence (2 x multiply-adds)") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -417,7 +422,7 @@ def _plot(path: str, candidates: list[Candidate], budget: float, chosen: Candida
     ax.axvline(budget / 1e9, color="r", ls="--", lw=1, label="budget")
     ax.scatter([chosen.flops / 1e9], [chosen.score], marker="*", s=200, color="gold", edgecolor="k", zorder=5,
                label="chosen")
-    ax.set_xlabel("encoder GFLOPs per sequence (2 x multiply-adds)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("score (lower is better)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -437,14 +442,31 @@ def _write_csv(path: str, candidates: list[Candidate]) -> None:
     write_text_atomic(path, text.getvalue())
 
 
+def resolve_budget(teacher, seq_len: int = 128, convention: str = "exact", budget: float = 0.0,
+                   budget_ratio: float = 0.0) -> tuple[float, int]:
+    """``(budget, teacher count)`` in FLOPs ``convention``: the teacher (a Hugging Face config, or any shape
+    :func:`distiller_nlp.core.flops.shape_dims` reads) counted at ``seq_len`` tokens, and ``budget`` when positive,
+    else ``budget_ratio`` × that count. With the paper's reduction factor (``budget_ratio`` = 1 / factor) only the
+    ``autodistil`` convention reproduces the paper's budgets: ``exact`` counts narrow students' attention 64·A wide,
+    not hidden·A/12, and rejects the paper's own picks (e.g. the 12-layer, 9-head, 544-wide base student)."""
+    from distiller_nlp.core.flops import flops
+
+    if (budget > 0) == (budget_ratio > 0):
+        raise DistillerError("give exactly one of --budget FLOPS or --budget-ratio R (both positive)")
+    teacher_flops = flops(teacher, seq_len, convention)
+    return (float(budget) if budget > 0 else budget_ratio * teacher_flops), teacher_flops
+
+
 def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     """Run the search described by ``cfg`` (see the module docstring); returns the metrics written to
-    ``metrics.json`` (chosen arch, its FLOPs/params/score, budget, teacher FLOPs, candidate counts, runtime). Every
+    ``metrics.json`` (chosen arch, its FLOPs/params/score, budget, teacher FLOPs — all in ``cfg.flops_convention``,
+    recorded as ``flops_convention`` and ``unit``, with ``chosen_flops_<convention>`` for every convention —,
+    candidate counts, runtime). Every
     file appears atomically, and only the main process writes. Under several processes each rank scores its share of the candidates."""
     from transformers import AutoConfig, AutoModel
 
     from distiller_nlp.core.engine import resolve_precision
-    from distiller_nlp.core.flops import encoder_flops_from_config
+    from distiller_nlp.core.flops import FLOPS_CONVENTIONS, get_flops_convention
     from distiller_nlp.tasks import make_collator
     from distiller_nlp.models import quiet_transformers, load_tokenizer, resolve_model_path, save_student
     from distiller_nlp.core.rundir import check_output_dir, create_output_dir, write_json_atomic
@@ -464,8 +486,8 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
                              "search one teacher's SuperLMs at a time")
     teacher_path = resolve_model_path(teachers.pop())
     tconfig = AutoConfig.from_pretrained(teacher_path)
-    teacher_flops = encoder_flops_from_config(tconfig, cfg.max_length)
-    budget = cfg.budget if cfg.budget > 0 else cfg.budget_ratio * teacher_flops
+    conv = get_flops_convention(cfg.flops_convention)
+    budget, teacher_flops = resolve_budget(tconfig, cfg.max_length, conv.name, cfg.budget, cfg.budget_ratio)
 
     spaces: dict[str, SubSpace] = {}
     candidates: list[Candidate] = []
@@ -475,14 +497,15 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
             space = space.restrict_plain_bert()
         spaces[d] = space
         for arch in space:
-            flops = arch.flops(cfg.max_length)
+            cost = arch.flops(cfg.max_length, conv.name)
             params = arch.params(tconfig.vocab_size, tconfig.max_position_embeddings, tconfig.type_vocab_size)
-            candidates.append(Candidate(d, space.name, arch, flops, params, flops <= budget))
+            candidates.append(Candidate(d, space.name, arch, cost, params, cost <= budget))
     if not any(c.fits for c in candidates):
         small = min(candidates, key=lambda c: c.flops)
         raise DistillerError(
-            f"no candidate fits the budget of {budget:,.0f} FLOPs at {cfg.max_length} tokens: the smallest candidate "
-            f"({small.subspace}: {small.arch}) needs {small.flops:,} FLOPs"
+            f"no candidate fits the budget of {budget:,.0f} {conv.symbol} at {cfg.max_length} tokens: the smallest "
+            f"candidate ({small.subspace}: {small.arch}) needs {small.flops:,} {conv.symbol}"
+            + ("" if conv.name == "exact" else f" ({conv.name} convention)")
         )
 
     # all input validated: now load, score and write
@@ -548,7 +571,8 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
         save_student(student, tokenizer, os.path.join(cfg.output_dir, "student"),
                      require_builtin=chosen.arch.is_plain_bert)
         _write_csv(os.path.join(cfg.output_dir, "candidates.csv"), candidates)
-        _plot(os.path.join(cfg.output_dir, "pareto.png"), candidates, budget, chosen)
+        _plot(os.path.join(cfg.output_dir, "pareto.png"), candidates, budget, chosen,
+              xlabel=f"encoder G{conv.symbol} per sequence ({conv.unit})")
     metrics = {
         "chosen_superlm": chosen.superlm, "chosen_subspace": chosen.subspace, **{f"chosen_{k}": v for k, v in
                                                                                chosen.arch.to_dict().items()},
@@ -560,7 +584,9 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
         "precision": precision, "device": device.type, "world_size": state.num_processes,
         "score_runtime_s": round(score_time, 3),
         "score_cpu_s": round(score_cpu, 3), "torch_threads": torch.get_num_threads(),
-        "search_runtime_s": round(time.perf_counter() - t_start, 3), "unit": "FLOPs = 2 x multiply-adds",
+        "search_runtime_s": round(time.perf_counter() - t_start, 3),
+        "flops_convention": conv.name, "unit": conv.unit,
+        **{f"chosen_flops_{name}": chosen.arch.flops(cfg.max_length, name) for name in FLOPS_CONVENTIONS.names()},
     }
     if main:
         write_json_atomic(os.path.join(cfg.output_dir, "metrics.json"), metrics)

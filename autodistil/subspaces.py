@@ -23,7 +23,9 @@ User sub-spaces are YAML files::
     hidden: [128, 192]
     mlp_ratio: [2.0, 3.0]
 
-FLOPs follow :mod:`distiller_nlp.core.flops` (unit: FLOPs = 2 × multiply-adds, encoder only, one sequence).
+FLOPs follow :mod:`distiller_nlp.core.flops`: by default the ``exact`` convention (FLOPs = 2 × multiply-adds, encoder
+only, one sequence); ``Arch.flops(seq_len, convention="autodistil")`` gives AutoDistil's own formula (multiply-adds,
+attention counted hidden × heads / 12 wide), the one its paper's budgets and reported FLOPs use.
 """
 
 from __future__ import annotations
@@ -87,11 +89,17 @@ class Arch:
         """True when the student exports as a plain ``BertModel`` (heads × head_dim = hidden)."""
         return self.attention_width == self.hidden
 
-    def flops(self, seq_len: int = 128) -> int:
-        """Encoder FLOPs (2 × multiply-adds) of one sequence of ``seq_len`` tokens."""
-        from distiller_nlp.core.flops import encoder_flops
+    def flops(self, seq_len: int = 128, convention: str = "exact") -> int:
+        """Encoder cost of one sequence of ``seq_len`` tokens in a FLOPs ``convention``
+        (:data:`distiller_nlp.core.flops.FLOPS_CONVENTIONS`): ``exact`` (default) = FLOPs = 2 × multiply-adds of the
+        real matmuls (attention heads × head_dim wide); ``autodistil`` = multiply-adds by AutoDistil's formula
+        (attention hidden × heads / 12 wide, FFN hidden × mlp_ratio)."""
+        from distiller_nlp.core.flops import encoder_flops, flops
 
-        return encoder_flops(self.layers, self.hidden, self.heads, self.intermediate, seq_len, head_dim=self.head_dim)
+        if convention == "exact":  # the hot path of search and training: no shape parsing
+            return encoder_flops(self.layers, self.hidden, self.heads, self.intermediate, seq_len,
+                                 head_dim=self.head_dim)
+        return flops(self, seq_len, convention)
 
     def params(self, vocab_size: int = 30522, max_position: int = 512, type_vocab: int = 2) -> int:
         """Parameters of the exported ``BertModel``-like student (embeddings, encoder, pooler)."""

@@ -97,7 +97,9 @@ class MatchConfig:
     ``feature``: ``hidden`` (layer outputs; 0 = embeddings) or ``attention_scores`` (pre-softmax Q·Kᵀ of a layer,
     1..L). ``proj``: ``linear`` adds a learned ``Linear(d_S -> d_T)`` owned by the run (trained with the student,
     never exported), ``none`` requires equal widths, ``auto`` adds one when the widths differ. ``params`` are passed to
-    the loss (e.g. ``alpha`` for ``mi_alpha``, ``kind`` for ``attention_score``).
+    the loss (e.g. ``alpha`` for ``mi_alpha``, ``kind`` for ``attention_score``; ``num_heads: N`` for
+    ``attention_score`` splits both models' q/k into N relation heads, MiniLMv2-style — required when teacher and
+    student have different head counts).
     """
 
     layer_T: int = option(0, help="teacher layer (hidden: 0 = embeddings, 1..L; attention_scores: 1..L)")
@@ -115,8 +117,11 @@ class MatchConfig:
 class MappingConfig:
     """A mapping strategy (``distiller_nlp.kd.mapping``) that expands to matches: ``skip`` (teacher ⌊i·L_T/L_S⌋),
     ``last`` (L_T − L_S + i) or ``emd`` (BERT-EMD: every student layer against every teacher layer, weighted by an
-    earth mover's transport plan whose layer weights adapt during training; ``params.emd_temperature`` sets the
-    update's softmax temperature)."""
+    earth mover's transport plan whose layer weights adapt during training). EMD keys of ``params`` (not passed to the
+    loss): ``emd_weights`` — ``bert_emd`` (BERT-EMD's cost attention, the default; ``uniform`` for ``mi_alpha``),
+    ``bert_emd_linear`` (BERT-EMD's released code, no softmax) or ``uniform`` (Distiller: fixed uniform weights);
+    ``emd_temperature`` — the softmax temperature of ``bert_emd`` (default 1). With ``mi_alpha``, EMD builds one critic
+    per (student, teacher) layer pair plus one for the embeddings; skip/last share one critic."""
 
     strategy: str = option("skip", help="intermediate layer mapping: {choices}", choices=_mapping_strategies,
                            flag="mapping")
@@ -127,7 +132,8 @@ class MappingConfig:
     proj: str = option("linear", help="{choices}", choices=("auto", "linear", "none"))
     include_embeddings: bool = option(True, help="also match the embeddings (hidden layer 0)")
     pool: str = option("none", help="hidden states: {choices} (cls / mean: sequence-level)", choices=POOLS)
-    params: dict = option(default_factory=dict, help="keyword arguments of the loss (and emd_temperature)")
+    params: dict = option(default_factory=dict, help="keyword arguments of the loss (and, for emd, "
+                                                      "emd_weights and emd_temperature)")
 
 
 @dataclass

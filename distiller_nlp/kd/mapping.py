@@ -19,8 +19,9 @@ L_T, L_S = teacher/student layer counts):
   teacher layer L_T − L_S (an encoder layer output unless L_T = L_S), exactly as in Distiller;
   attention i = 1..L_S ↔ teacher L_T − L_S + i.
 - ``emd`` (BERT-EMD, Li et al. 2020): every student layer against every teacher layer (1..L), the costs weighted by
-  an earth mover's transport plan between layer weights that adapt during training (registered with
-  ``transport=True``; :func:`emd_flow`, :func:`emd_update_weights`).
+  an earth mover's transport plan between layer weights that adapt during training — BERT-EMD's cost attention, or
+  fixed uniform weights as Distiller runs it (``kd.mapping.params.emd_weights``; registered with ``transport=True``;
+  :func:`emd_flow`, :func:`emd_update_weights`).
 - ``explicit`` (``kd.intermediate``, not a registry entry): the given ``(teacher_layer, student_layer)`` pairs,
   validated.
 
@@ -47,6 +48,7 @@ __all__ = [
     "layer_mapping",
     "emd_flow",
     "emd_update_weights",
+    "EMD_WEIGHT_RULES",
 ]
 
 #: Layer-mapping strategies of ``kd.mapping.strategy``: ``name -> (teacher_layers, student_layers, feature) -> pairs``;
@@ -221,21 +223,76 @@ def emd_flow(weights_s, weights_t, cost):
     return np.clip(res.x.reshape(n, m), 0.0, None)
 
 
-def emd_update_weights(weights_s, weights_t, flow, cost, temperature: float = 1.0):
-    """New layer weights after a step [R: reconstruction of BERT-EMD's rule]: each layer's transport cost per unit
-    of weight, ``c̄_S_i = Σ_j F_ij C_ij / w_S_i`` (and likewise for teacher layers), mapped to
-    ``w = softmax(−c̄ / temperature)`` — layers that transfer cheaply gain weight. Both results are distributions."""
+#: rules of :func:`emd_update_weights` (``kd.mapping.params.emd_weights``)
+EMD_WEIGHT_RULES = ("bert_emd", "bert_emd_linear", "uniform")
+
+
+def _cost_attention(weights, transported, cheapest, temperature: float, rule: str):
+    """One side of :func:`emd_update_weights`: per-unit costs → normalised inverse costs → new weights."""
+    import numpy as np
+
+    # c̄_i = (Σ_j F_ij C_ij) / w_i; a layer that holds (numerically) no weight moves no mass, so its per-unit cost is
+    # taken as the cheapest pair it could use (its marginal cost) instead of 0/0.
+    held = weights > 1e-9
+    per_unit = np.where(held, transported / np.where(held, weights, 1.0), cheapest)
+    total = float(per_unit.sum())
+    if not total > 0.0:  # every pair is free: nothing to prefer, keep the weights
+        return weights / weights.sum()
+    per_unit = np.maximum(per_unit, total * 1e-12)  # a free layer: a huge but finite score
+    score = total / per_unit  # w̄_i = Σ_k c̄_k / c̄_i: dimensionless, so the rule does not see the loss scale
+    if rule == "bert_emd_linear":
+        return score / score.sum()
+    z = score / float(temperature)
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def emd_update_weights(weights_s, weights_t, flow, cost, temperature: float = 1.0, rule: str = "bert_emd"):
+    """New layer weights after a step: BERT-EMD's "cost attention" (Li et al., EMNLP 2020, §3 "weight update"), or
+    Distiller's fixed uniform weights.
+
+    For a student layer i (teacher layers likewise, summing over the other axis), with the current weights w and the
+    step's plan F and costs C:
+
+    1. transported cost per unit of weight ``c̄_i = Σ_j F_ij C_ij / w_i``;
+    2. normalised inverse cost ``w̄_i = (Σ_k c̄_k) / c̄_i`` — a ratio of costs, so multiplying every cost by a
+       constant leaves it (and the new weights) unchanged;
+    3. ``rule="bert_emd"`` (default; the paper's rule): ``w_i = softmax(w̄ / temperature)_i``, i.e.
+       ``w_i ∝ exp(w̄_i / T)`` with ``T = kd.mapping.params.emd_temperature`` (BERT-EMD's ``--T_emd``, default 1).
+       Code: the ``softmax(... / T)`` at the end of ``get_new_layer_weight`` in Distiller's vendored copy,
+       ``src/Distiller/textbrewer/emd.py`` ll. 8-38, and of ``get_new_feature_weight`` in
+       ``src/Distiller/textbrewer/distiller_emd.py`` ll. 236-262; steps 1-2 are ``get_new_layer_weight`` in
+       lxk00/BERT-EMD ``bert_emd/emd_task_distill.py`` ll. 272-299.
+       ``rule="bert_emd_linear"``: ``w_i = w̄_i / Σ_k w̄_k`` (no softmax, the temperature unused) — what
+       lxk00/BERT-EMD's released code does since its 2021-08-06 update ("division by addition", README;
+       ``emd_task_distill.py`` ll. 301-302).
+       ``rule="uniform"``: ``w = 1/L`` on both sides, always — Distiller as run: its call of the update is
+       commented out (``distiller_emd.py`` ll. 202-205), so the weights stay at their uniform start (ll. 61-62).
+
+    The bert_emd rules need non-negative costs (a negative one has no meaning as a transport price, e.g. a −MI
+    bound): :class:`DistillerError` otherwise. A layer with (numerically) zero weight gets its cheapest pair's cost as
+    ``c̄``; a zero ``c̄`` is floored at 10⁻¹² of their sum; all-zero costs keep the weights. Both results are
+    distributions.
+    """
     import numpy as np
 
     ws = np.asarray(weights_s, dtype=np.float64)
     wt = np.asarray(weights_t, dtype=np.float64)
-    moved = np.asarray(flow, dtype=np.float64) * np.asarray(cost, dtype=np.float64)
-    unit_s = moved.sum(1) / np.maximum(ws, 1e-12)
-    unit_t = moved.sum(0) / np.maximum(wt, 1e-12)
-
-    def softmax(x):
-        z = -x / float(temperature)
-        z = np.exp(z - z.max())
-        return z / z.sum()
-
-    return softmax(unit_s), softmax(unit_t)
+    if rule not in EMD_WEIGHT_RULES:
+        raise DistillerError(f"emd_update_weights: rule {rule!r} must be one of {', '.join(EMD_WEIGHT_RULES)}")
+    if rule == "uniform":
+        return np.full(ws.shape, 1.0 / ws.size), np.full(wt.shape, 1.0 / wt.size)
+    if isinstance(temperature, bool) or not float(temperature) > 0:
+        raise DistillerError(f"emd_update_weights: temperature must be positive, got {temperature!r}")
+    c = np.asarray(cost, dtype=np.float64)
+    f = np.asarray(flow, dtype=np.float64)
+    if c.shape != (ws.size, wt.size) or f.shape != c.shape:
+        raise DistillerError(f"emd_update_weights: flow {f.shape} and cost {c.shape} must be ({ws.size}, {wt.size})")
+    if not np.all(np.isfinite(c)):
+        raise DistillerError("emd_update_weights: the cost matrix has non-finite entries")
+    if (c < 0).any():
+        raise DistillerError(f"emd_update_weights: rule {rule!r} needs non-negative pair costs, got min {c.min():.4g} "
+                             "(use kd.mapping.params.emd_weights: uniform for a loss that can be negative)")
+    moved = f * c
+    return (_cost_attention(ws, moved.sum(1), c.min(1), temperature, rule),
+            _cost_attention(wt, moved.sum(0), c.min(0), temperature, rule))

@@ -56,6 +56,53 @@ def config_heads(config) -> int:
     return int(getattr(config, "num_attention_heads", None) or getattr(config, "n_heads"))
 
 
+#: keys of ``kd.mapping.params`` that configure the EMD mapping itself (never passed to the loss)
+EMD_PARAMS = ("emd_temperature", "emd_weights")
+
+
+def emd_options(params: dict, loss: str, source: str = "config") -> tuple[str, float]:
+    """``(rule, temperature)`` of an EMD mapping's layer-weight update from ``kd.mapping.params``.
+
+    ``emd_weights``: ``bert_emd`` (BERT-EMD's cost attention, softmax with ``emd_temperature``), ``bert_emd_linear``
+    (BERT-EMD's released code: normalised inverse costs, no softmax) or ``uniform`` (Distiller: fixed uniform weights);
+    see :func:`~distiller_nlp.kd.mapping.emd_update_weights`. Unset, it is ``bert_emd`` — except for ``mi_alpha``,
+    whose pair costs are −MI bounds (often negative, where BERT-EMD's rule has no meaning): ``uniform``, as in
+    Distiller, the only EMD + MI-α pipeline published. ``emd_temperature`` (default 1.0) must be positive.
+    """
+    from distiller_nlp.kd.mapping import EMD_WEIGHT_RULES
+
+    can_be_negative = loss == "mi_alpha"
+    rule = params.get("emd_weights", "uniform" if can_be_negative else "bert_emd")
+    if rule not in EMD_WEIGHT_RULES:
+        raise DistillerError(f"kd.mapping.params.emd_weights '{rule}' in {source} must be one of "
+                             f"{', '.join(EMD_WEIGHT_RULES)}")
+    if can_be_negative and rule != "uniform":
+        raise DistillerError(f"kd.mapping.params.emd_weights '{rule}' in {source}: loss {loss} gives negative pair "
+                             "costs (−MI bounds), which BERT-EMD's weight update cannot price; use uniform")
+    temperature = params.get("emd_temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise DistillerError(f"kd.mapping.params.emd_temperature {temperature!r} in {source} must be a positive number")
+    return rule, float(temperature)
+
+
+def _check_heads(where: str, feature: str, params: dict, teacher_config, student_config, source: str) -> None:
+    """``attention_score`` compares teacher and student scores head by head: the head counts must agree, unless the
+    match says ``params.num_heads`` (then both models' q/k are split into that many relation heads)."""
+    if feature != "attention_scores":
+        return
+    n = params.get("num_heads")
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DistillerError(f"{where}.params.num_heads {n!r} in {source} must be a positive integer")
+        return
+    h_t, h_s = config_heads(teacher_config), config_heads(student_config)
+    if h_t != h_s:
+        raise DistillerError(
+            f"{where}: attention_score compares attention scores head by head, but the teacher has {h_t} heads and "
+            f"the student {h_s}; set {where}.params.num_heads: N to split both models' q/k into N relation heads "
+            "(MiniLMv2-style; N must divide both q/k widths)")
+
+
 def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = "config") -> list[ResolvedMatch]:
     """Expand ``kd.mapping`` and validate ``kd.intermediate`` into concrete (teacher layer, student layer) matches."""
     from distiller_nlp.kd.mapping import MAPPING_STRATEGIES, layer_mapping
@@ -87,6 +134,7 @@ def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = 
     for i, m in enumerate(kd.intermediate):
         where = f"kd.intermediate[{i}]"
         check(m, where)
+        _check_heads(where, m.feature, m.params, teacher_config, student_config, source)
         pairs = layer_mapping("explicit", lt, ls, feature=m.feature, pairs=[(m.layer_T, m.layer_S)])
         (t, s), = pairs
         out.append(ResolvedMatch(t, s, m.feature, m.loss, m.weight, m.proj, dict(m.params), module_key=f"m{i}",
@@ -99,24 +147,30 @@ def resolve_matches(kd: KDConfig, teacher_config, student_config, source: str = 
         if mp.strategy not in MAPPING_STRATEGIES:
             raise DistillerError(f"kd.mapping.strategy '{mp.strategy}' in {source} must be one of "
                                  f"{', '.join(MAPPING_STRATEGIES.names())}")
-        params = {k: v for k, v in mp.params.items() if k != "emd_temperature"}
+        params = {k: v for k, v in mp.params.items() if k not in EMD_PARAMS}
+        _check_heads("kd.mapping", mp.feature, params, teacher_config, student_config, source)
         if MAPPING_STRATEGIES.meta(mp.strategy).get("transport"):
+            emd_options(mp.params, mp.loss, source)
             # EMD: the strategy's pairs form the cost matrix, weighted by the transport plan; the embeddings (hidden
-            # layer 0) are matched directly.
+            # layer 0) are matched directly. MI-α: one critic (+ baseline) per (student, teacher) pair and one for the
+            # embeddings, so each pair's cost is its own estimate (Distiller: experiments/distiller.py ll. 146-229,
+            # used as critic[s·L_T + t] and critic[-1] in src/Distiller/textbrewer/distiller_emd.py ll. 171, 213);
+            # projections are per student layer (Distiller's projs[s]).
+            def module_key(s: int, t: int) -> str:
+                return f"mapping_S{s}_T{t}" if mp.loss == "mi_alpha" else f"mapping_S{s}"
+
             if mp.feature == "hidden" and mp.include_embeddings:
                 out.append(ResolvedMatch(0, 0, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
-                                         module_key="mapping" if mp.loss == "mi_alpha" else "mapping_S0",
-                                         pool=mp.pool))
+                                         module_key=module_key(0, 0), pool=mp.pool))
             for t, s in MAPPING_STRATEGIES.get(mp.strategy)(lt, ls, mp.feature):
-                key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
                 out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params),
-                                         module_key=key, emd=True, pool=mp.pool))
+                                         module_key=module_key(s, t), emd=True, pool=mp.pool))
             return out
         pairs = layer_mapping(mp.strategy, lt, ls, feature=mp.feature)
         for t, s in pairs:
             if mp.feature == "hidden" and s == 0 and not mp.include_embeddings:
                 continue
-            # One critic shared by every layer of a mapping (as Distiller does); projections are per layer.
+            # skip/last: one critic shared by every layer of a mapping (as Distiller does); projections are per layer.
             key = "mapping" if mp.loss == "mi_alpha" else f"mapping_S{s}"
             out.append(ResolvedMatch(t, s, mp.feature, mp.loss, mp.weight, mp.proj, dict(params), module_key=key,
                                      pool=mp.pool))

@@ -21,7 +21,7 @@ from distiller_nlp.core.capture import FeatureCapture
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.losses import LOSSES, get_loss, loss_takes, prediction_losses
 from distiller_nlp.kd.ensemble import ensemble_logits
-from distiller_nlp.kd.matches import ResolvedMatch, config_heads, config_hidden
+from distiller_nlp.kd.matches import ResolvedMatch, config_heads, config_hidden, emd_options
 from distiller_nlp.kd.mixup import mixup_inputs
 from distiller_nlp.tasks import model_inputs
 
@@ -105,7 +105,8 @@ class DistillModule(nn.Module):
         self.emd_student_layers = sorted({m.layer_S for m in matches if m.emd})
         self.emd_teacher_layers = sorted({m.layer_T for m in matches if m.emd})
         if self.emd_student_layers:
-            self.emd_temperature = float((kd.mapping.params if kd.mapping else {}).get("emd_temperature", 1.0))
+            emd_loss = next(m.loss for m in matches if m.emd)
+            self.emd_rule, self.emd_temperature = emd_options(kd.mapping.params if kd.mapping else {}, emd_loss)
             self.emd_weight = next(m.weight for m in matches if m.emd)
             n_s, n_t = len(self.emd_student_layers), len(self.emd_teacher_layers)
             # layer weights of the transport problem: buffers, so they are checkpointed and resumed exactly
@@ -175,12 +176,26 @@ class DistillModule(nn.Module):
             return loss.reshape(1, 1).expand(batch["input_ids"].shape[0], 1)
         return self.student(**model_inputs(batch)).logits
 
-    def _pred_loss(self, logits, teacher_logits, labels, temperature: float):
+    def _pred_loss(self, logits, teacher_logits, labels, temperature: float, mix=None):
+        """The prediction-layer loss. ``mix = (λ, π)`` when the batch is MixUp's originals + mixed copies (2B logit
+        rows for B labels): a loss without labels sees all 2B rows against the teacher's 2B rows (the teacher ran on
+        the mixed inputs too); a loss that takes labels (NKD, DKD: the gold label picks the target class) gets, like
+        the hard-label term of :meth:`forward`, ``½·[ℓ(orig, y) + λ·ℓ(mixed, y) + (1−λ)·ℓ(mixed, y_π)]`` — the mean
+        over the 2B rows, each mixed row λ-weighted over its two labels instead of one dominant label."""
         kd = self.kd
         kwargs = dict(kd.pred_loss_params)
-        if "labels" in loss_takes(kd.pred_loss):  # e.g. NKD, DKD: the gold label picks the target class
+        if "labels" not in loss_takes(kd.pred_loss):
+            return self._pred_fn(logits, teacher_logits, temperature=temperature, **kwargs)
+        if mix is None:
             return self._pred_fn(logits, teacher_logits, labels, temperature=temperature, **kwargs)
-        return self._pred_fn(logits, teacher_logits, temperature=temperature, **kwargs)
+        lam, perm = mix
+        b = labels.shape[0]
+
+        def loss(rows: slice, y):
+            return self._pred_fn(logits[rows], teacher_logits[rows], y, temperature=temperature, **kwargs)
+
+        mixed = lam * loss(slice(b, None), labels) + (1 - lam) * loss(slice(b, None), labels[perm])
+        return 0.5 * (loss(slice(None, b), labels) + mixed)
 
     def _match_loss(self, m: ResolvedMatch, cap, batch, mask):
         if m.feature == "hidden":
@@ -222,7 +237,8 @@ class DistillModule(nn.Module):
                 t_logits = ensemble_logits([t_logits] + [t.to(logits.dtype) for t in batch["teacher_logits_extra"]],
                                            temperature,
                                            average_logits=not LOSSES.meta(kd.pred_loss).get("probabilities"))
-            pred = self._pred_loss(logits, t_logits, labels, temperature)
+            mix = (batch["mix_lambda"], batch["mix_perm"]) if mixed else None
+            pred = self._pred_loss(logits, t_logits, labels, temperature, mix=mix)
             out[kd.pred_loss] = pred
             total = total + kd_weight * pred
         use_hard = kd.hard_label_weight != 0 or "hard_label_weight" in kd.schedules
@@ -253,7 +269,9 @@ class DistillModule(nn.Module):
 
     def _emd_loss(self, costs: dict) -> torch.Tensor:
         """BERT-EMD: Σ_ij F_ij C_ij with F the transport plan between the layer weights for the (detached) costs;
-        in training, the layer weights are then updated from the transported costs (see ``mapping``)."""
+        in training, the layer weights are then updated from the transported costs by ``kd.mapping.params.
+        emd_weights`` (``bert_emd``: cost attention, scale-invariant; ``uniform``: fixed, as Distiller runs it; see
+        :func:`distiller_nlp.kd.mapping.emd_update_weights`)."""
         from distiller_nlp.core.distributed import all_reduce_mean
         from distiller_nlp.kd.mapping import emd_flow, emd_update_weights
 
@@ -265,9 +283,9 @@ class DistillModule(nn.Module):
         c = all_reduce_mean(cost.detach().double()).cpu().numpy()
         flow = emd_flow(self.emd_weights_s.cpu().numpy(), self.emd_weights_t.cpu().numpy(), c)
         loss = (torch.from_numpy(flow).to(cost) * cost).sum()
-        if self.training:
+        if self.training and self.emd_rule != "uniform":  # uniform (Distiller): the weights never change
             w_s, w_t = emd_update_weights(self.emd_weights_s.cpu().numpy(), self.emd_weights_t.cpu().numpy(), flow,
-                                          c, self.emd_temperature)
+                                          c, self.emd_temperature, rule=self.emd_rule)
             self.emd_weights_s.copy_(torch.from_numpy(w_s))
             self.emd_weights_t.copy_(torch.from_numpy(w_t))
         return loss

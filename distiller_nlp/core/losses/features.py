@@ -207,6 +207,11 @@ def attention_score_loss(
 
     Each model's q/k ``(B, L, width)`` is re-split into ``num_heads`` heads (its own width must be divisible, else
     :class:`DistillerError`; the head dims of student and teacher may differ), ``A = q_h k_hᵀ/sqrt(head_dim)``.
+    With ``num_heads`` = both models' attention-head count, head h compares with head h (TinyBERT/MiniLM, which need
+    equal counts). A match between models with different head counts must ask for ``num_heads: N`` explicitly
+    (``kd.intermediate[i].params``; resolving the match refuses it otherwise): both models' q/k are then concatenated
+    over heads and split into N *relation heads* — MiniLMv2's (Wang et al. 2021) way to compare models whose head
+    counts differ; the relation heads are not the models' attention heads.
     - ``kind="mse"`` (TinyBERT): ``mean over heads and valid (query, key) pairs of (A_s − A_t)²`` on pre-softmax
       scores — only pairs whose query and key are both real tokens count;
     - ``kind="kl"`` (MiniLM): ``KL(softmax A_t ‖ softmax A_s)`` per query row with padded keys masked out

@@ -86,7 +86,8 @@ kd:
   temperature: 2.0
   hard_label_weight: 1.0
   intermediate:
-    - {{layer_T: 2, layer_S: 1, feature: attention_scores, loss: attention_score, weight: 0.1}}
+    - {{layer_T: 2, layer_S: 1, feature: attention_scores, loss: attention_score, weight: 0.1,
+        params: {{num_heads: 2}}}}
   mapping: {{strategy: last, loss: mi_alpha, weight: 0.5, params: {{alpha: 0.5}}}}
 train: {{max_steps: 4, batch_size: 8, precision: "no", report_to: none, max_length: 16}}
 """)

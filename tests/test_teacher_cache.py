@@ -106,7 +106,7 @@ def test_attention_score_matches_cannot_use_a_cache(tiny_teacher, sst2_dir, tmp_
     out = tmp_path / "o"
     code = main(["distill", "--teacher", tiny_teacher, "--task", "sst2", "--data-dir", sst2_dir, "--student-shape",
                  STUDENT, "--set", "kd.intermediate=[{layer_T: 2, layer_S: 1, feature: attention_scores, "
-                 "loss: attention_score}]", "--teacher-cache", str(tmp_path), "--precision", "no",
+                 "loss: attention_score, params: {num_heads: 2}}]", "--teacher-cache", str(tmp_path), "--precision", "no",
                  "--output-dir", str(out)])
     assert code == 2 and "q/k" in capsys.readouterr().err and not out.exists()
 

@@ -173,7 +173,8 @@ def hard_ce_loss(student_logits: torch.Tensor, labels: torch.Tensor, *, ignore_i
     return F.cross_entropy(_flat(student_logits), labels.reshape(-1).long(), ignore_index=ignore_index)
 
 
-@register_loss("nkd", kind="logits", takes=("teacher_logits", "labels"), probabilities=True)
+@register_loss("nkd", kind="logits", takes=("teacher_logits", "labels"), probabilities=True,
+               recipe_defaults={"temperature": 1.0, "hard_label_weight": 1.0})  # NKD paper: CE + NKD, tau 1
 def nkd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -243,7 +244,9 @@ def dkd_terms(
     return tckd, nckd
 
 
-@register_loss("dkd", kind="logits", takes=("teacher_logits", "labels"), probabilities=True)
+@register_loss("dkd", kind="logits", takes=("teacher_logits", "labels"), probabilities=True,
+               # mdistiller DKD: CE weight 1, T 4, warm-up 20 of 240 epochs (1/12 of training)
+               recipe_defaults={"temperature": 4.0, "hard_label_weight": 1.0, "kd_warmup": 1 / 12})
 def dkd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,

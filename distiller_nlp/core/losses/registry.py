@@ -25,7 +25,7 @@ parameters, e.g. adds them to the optimizer); ``is_stateful(name)`` tells the tw
 from __future__ import annotations
 
 import inspect
-from typing import Callable, TypeVar, Union
+from typing import Callable, Optional, TypeVar, Union
 
 import torch.nn as nn
 
@@ -60,17 +60,21 @@ LOSSES: Registry[LossObject] = Registry("loss", plural="losses", check=_check)
 
 
 def register_loss(name: str, *, override: bool = False, kind: str = "any", takes: tuple = (),
-                  probabilities: bool = False) -> Callable[[_T], _T]:
+                  probabilities: bool = False, recipe_defaults: Optional[dict] = None) -> Callable[[_T], _T]:
     """Decorator registering a loss function or an ``nn.Module`` loss class under ``name``.
 
     ``kind``: what the loss compares (:data:`KINDS`), so pipelines reject a misplaced loss early. ``takes``: the
     inputs beside the student's output, in call order (``("teacher_logits",)`` for ``kd``, ``("teacher_logits",
     "labels")`` for ``nkd``/``dkd``, ``("labels",)`` for ``hard_ce``). ``probabilities``: the loss compares class
-    distributions. Registering a name twice raises :class:`DistillerError` unless ``override=True``.
+    distributions. ``recipe_defaults``: for a prediction loss, the values the KD recipe takes when it leaves them
+    unset, as the loss's paper trains it (``{"temperature": 4.0, "hard_label_weight": 1.0, "kd_warmup": 1/12}``
+    for ``dkd``; see :func:`distiller_nlp.config.resolve_kd_defaults`). Registering a name twice raises
+    :class:`DistillerError` unless ``override=True``.
     """
     if kind not in KINDS:  # checked now, not when the decorator is applied
         raise DistillerError(f"loss {name!r}: kind {kind!r} must be one of {', '.join(KINDS)}")
-    return LOSSES.register(name, override=override, kind=kind, takes=tuple(takes), probabilities=probabilities)
+    return LOSSES.register(name, override=override, kind=kind, takes=tuple(takes), probabilities=probabilities,
+                           recipe_defaults=dict(recipe_defaults or {}))
 
 
 def unregister_loss(name: str) -> LossObject:

@@ -36,7 +36,8 @@ from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.schedules import KINDS as SCHEDULE_KINDS
 from distiller_nlp.core.train_args import TrainArgs
 
-__all__ = ["MatchConfig", "MappingConfig", "ScheduleConfig", "KDConfig", "AugmentConfig", "DataConfig",
+__all__ = ["MatchConfig", "MappingConfig", "ScheduleConfig", "KDConfig", "resolve_kd_defaults", "KD_FALLBACKS",
+           "AugmentConfig", "DataConfig",
            "FinetuneConfig", "TeacherFinetuneConfig", "DistillConfig", "SCHEDULED", "FEATURES",
            "POOLS"]
 
@@ -45,6 +46,8 @@ FEATURES = ("hidden", "attention_scores")
 #: How a hidden-state match reads its layer: every token (``none``), the first token (``cls``) or the masked mean
 #: over tokens (``mean``). The pooled (sequence-level) matches work when teacher and student tokenize differently.
 POOLS = ("none", "cls", "mean")
+_PROJ_HELP = ("hidden matches: {choices} (auto: a learned linear map only when the widths differ, as Distiller adds "
+              "one only for a narrower student; linear: always, also at equal widths; none: never)")
 #: The KD hyper-parameters a schedule can move.
 SCHEDULED = ("temperature", "kd_weight", "hard_label_weight", "intermediate_weight")
 
@@ -107,7 +110,7 @@ class MatchConfig:
     feature: str = option("hidden", help="{choices}", choices=FEATURES)
     loss: str = option("hidden_mse", help="a registered intermediate loss")
     weight: float = option(1.0, help="weight of this match in the total loss")
-    proj: str = option("linear", help="{choices}", choices=("auto", "linear", "none"))
+    proj: str = option("auto", help=_PROJ_HELP, choices=("auto", "linear", "none"))
     pool: str = option("none", help="hidden states: {choices} (cls / mean: one vector per sequence, for a teacher "
                                     "with another tokenizer)", choices=POOLS)
     params: dict = option(default_factory=dict, help="keyword arguments of the loss")
@@ -129,7 +132,7 @@ class MappingConfig:
     loss: str = option("hidden_mse", help="intermediate loss of the mapping (hidden_mse, mi_alpha, ...)",
                        flag="inter-loss")
     weight: float = option(1.0, help="weight of each intermediate match", flag="inter-weight")
-    proj: str = option("linear", help="{choices}", choices=("auto", "linear", "none"))
+    proj: str = option("auto", help=_PROJ_HELP, choices=("auto", "linear", "none"))
     include_embeddings: bool = option(True, help="also match the embeddings (hidden layer 0)")
     pool: str = option("none", help="hidden states: {choices} (cls / mean: sequence-level)", choices=POOLS)
     params: dict = option(default_factory=dict, help="keyword arguments of the loss (and, for emd, "
@@ -154,9 +157,17 @@ class KDConfig:
     """The KD pipeline: prediction-layer loss + weights + temperature + intermediate matches."""
 
     pred_loss: str = option("kd", help="{choices}", choices=_prediction_losses, flag=True)
-    temperature: float = option(1.0, help="softmax temperature of the prediction loss", positive=True, flag=True)
+    temperature: Optional[float] = option(None, positive=True, flag=True,
+                                          help="softmax temperature of the prediction loss (default: the loss's "
+                                               "paper value, 4 for dkd, else 1)")
     kd_weight: float = option(1.0, help="weight of the prediction-layer KD loss", flag=True)
-    hard_label_weight: float = option(0.0, help="weight of the cross-entropy on gold labels", flag=True)
+    hard_label_weight: Optional[float] = option(None, flag=True,
+                                                help="weight of the cross-entropy on gold labels (default: 1 for "
+                                                     "nkd and dkd, whose papers train CE + their loss, else 0)")
+    kd_warmup: Optional[float] = option(None, min=0, max=1, flag=True,
+                                        help="fraction of training over which the prediction loss's weight rises "
+                                             "linearly from 0 (default: 1/12 for dkd, mdistiller's 20 of 240 "
+                                             "epochs; else 0)")
     pred_loss_params: dict = option(default_factory=dict, help="keyword arguments of the prediction loss")
     intermediate: list[MatchConfig] = option(default_factory=list, help="explicit intermediate matches")
     mapping: Optional[MappingConfig] = option(None, help="a mapping strategy that expands to matches")
@@ -168,6 +179,30 @@ class KDConfig:
                                         "EncoderLayout fields; see distiller_nlp.core.capture)")
     # e.g. {temperature: {kind: linear, final: 1.0}, kd_weight: {kind: cosine, final: 0.5}}
     schedules: dict[str, ScheduleConfig] = option(default_factory=dict, help="schedules of KD hyper-parameters")
+
+
+#: What a KD recipe falls back to when it leaves a field unset and the prediction loss has no recipe default.
+KD_FALLBACKS = {"temperature": 1.0, "hard_label_weight": 0.0, "kd_warmup": 0.0}
+
+
+def resolve_kd_defaults(kd: KDConfig) -> KDConfig:
+    """A copy of ``kd`` with every unset (None) field of :data:`KD_FALLBACKS` filled: the prediction loss's
+    ``recipe_defaults`` (registered with the loss, :func:`distiller_nlp.core.losses.register_loss`: ``dkd`` =
+    T 4, CE weight 1, warm-up 1/12 of training as mdistiller's DKD; ``nkd`` = τ 1, CE weight 1 as the NKD paper),
+    else the fallback (T 1, CE weight 0, no warm-up). A value the recipe sets is kept. Idempotent; the input is
+    not modified. Every consumer (the KD module, the run card, the pipeline space) reads the resolved copy, so a
+    recipe's stages inherit "unset", not the first stage's loss's values."""
+    import dataclasses
+
+    from distiller_nlp.core.losses import LOSSES
+
+    missing = {k for k in KD_FALLBACKS if getattr(kd, k) is None}
+    if not missing:
+        return kd
+    defaults = {}
+    if kd.pred_loss in LOSSES:
+        defaults = LOSSES.meta(kd.pred_loss).get("recipe_defaults") or {}
+    return dataclasses.replace(kd, **{k: float(defaults.get(k, KD_FALLBACKS[k])) for k in missing})
 
 
 @dataclass

@@ -9,8 +9,8 @@ for integers) or a fixed ``value``; parameters it does not name keep the base re
       augment: {choices: [none, random, contextual, random+contextual]}   # ordered stages joined by '+'
       aug_p: {choices: [0.1, 0.3, 0.5]}
       pred_loss: {choices: [kd, soft_ce, logits_mse]}
-      inter_loss: {choices: [none, hidden_mse, mi_alpha]}
-      mi_alpha: {choices: [0.1, 0.5, 0.9]}
+      inter_loss: {choices: [none, hidden_mse, hidden_ce, cosine, pkd, mi_alpha]}
+      mi_alpha: {choices: [0.0, 0.1, 0.5, 0.7, 0.9, 1.0]}
       lr: {low: 5.0e-5, high: 5.0e-4, log: true}
 
 =====================  ================================  ==============================================
@@ -369,7 +369,10 @@ def apply_params(cfg, params: dict):
 
 def pipeline_params(cfg) -> dict:
     """The canonical parameters of any recipe (inactive ones omitted), e.g. for a meta-dataset record."""
-    kd, a = cfg.kd, cfg.augment
+    from distiller_nlp.config import resolve_kd_defaults
+    from distiller_nlp.core.losses.mutual_info import MI_ALPHA_DEFAULT
+
+    kd, a = resolve_kd_defaults(cfg.kd), cfg.augment
     out: dict = {"augment": "+".join(a.stages) if a.stages else NONE}
     if a.stages:
         out["aug_p"] = float(a.aug_p)
@@ -384,7 +387,7 @@ def pipeline_params(cfg) -> dict:
         first = kd.intermediate[0]
         out["inter_loss"] = first.loss
         if first.loss == "mi_alpha":
-            out["mi_alpha"] = float(first.params.get("alpha", 0.5))
+            out["mi_alpha"] = float(first.params.get("alpha", MI_ALPHA_DEFAULT))
         out["mapping"] = "explicit"
         out["inter_weight"] = float(first.weight)
     elif m is None:
@@ -392,7 +395,7 @@ def pipeline_params(cfg) -> dict:
     else:
         out["inter_loss"] = m.loss
         if m.loss == "mi_alpha":
-            out["mi_alpha"] = float(m.params.get("alpha", 0.5))
+            out["mi_alpha"] = float(m.params.get("alpha", MI_ALPHA_DEFAULT))
         out["mapping"] = m.strategy
         out["inter_weight"] = float(m.weight)
     out["lr"] = float(cfg.train.lr)
@@ -406,7 +409,9 @@ def default_pipeline(cfg) -> dict:
     p.update({"augment": NONE, "mixup": False, "inter_loss": NONE})
     if p["pred_loss"] == NONE:
         p["pred_loss"] = "kd"
-        p["temperature"], p["kd_weight"] = float(cfg.kd.temperature), 1.0
+        from distiller_nlp.config import resolve_kd_defaults
+
+        p["temperature"], p["kd_weight"] = float(resolve_kd_defaults(cfg.kd).temperature), 1.0
     for name in ("aug_p", "mi_alpha", "mapping", "inter_weight"):
         p.pop(name, None)
     return p

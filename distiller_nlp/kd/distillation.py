@@ -127,7 +127,7 @@ def distill_card(cfg: DistillConfig, run, metrics: dict):
     and FLOPs against the teacher, the whole pipeline, data sizes, measured metrics, the command."""
     from distiller_nlp.core.card import CardInfo
 
-    kd, task, a, tr = cfg.kd, run.task, cfg.augment, cfg.train
+    kd, task, a, tr = run.module.kd, run.task, cfg.augment, cfg.train  # module.kd: defaults resolved
     src = model_source(cfg.teacher, run.teacher_path)
     s_desc = describe_model(run.student, seq_len=128)
     t_desc = describe_model(run.teacher, seq_len=128)

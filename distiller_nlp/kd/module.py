@@ -70,6 +70,9 @@ class DistillModule(nn.Module):
         # general distillation never uses the student's pooler / classifier: DDP must expect unused parameters
         self.has_unused_parameters = bool(general)
         self._eval_teacher = None
+        from distiller_nlp.config import resolve_kd_defaults
+
+        kd = resolve_kd_defaults(kd)  # unset temperature / CE weight / warm-up: the prediction loss's paper values
         self.kd = kd
         self.matches = matches
         self.is_regression = is_regression
@@ -137,9 +140,10 @@ class DistillModule(nn.Module):
 
         start = 1.0 if name == "intermediate_weight" else float(getattr(self.kd, name))
         sch = self.kd.schedules.get(name)
-        if sch is None:
-            return start
-        return schedule_value(sch.kind, start, sch.final, self.progress)
+        value = start if sch is None else schedule_value(sch.kind, start, sch.final, self.progress)
+        if name == "kd_weight" and self.kd.kd_warmup:  # DKD's linear warm-up: min(progress / warm-up, 1)
+            value *= min(self.progress / self.kd.kd_warmup, 1.0)
+        return value
 
     @property
     def teacher_hidden_layers(self) -> list[int]:

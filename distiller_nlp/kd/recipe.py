@@ -172,7 +172,9 @@ def _report(cfg: DistillConfig, s: dict) -> str:
     lines += [f"| {st['stage']} | `{st['dir']}` | {st['seconds']} |" for st in s["stages"]]
     if s["predictions"]:
         lines += ["", "Test predictions (GLUE format): " + ", ".join(f"`{p}`" for p in s["predictions"].values())]
-    kd = cfg.kd
+    from distiller_nlp.config import resolve_kd_defaults
+
+    kd = resolve_kd_defaults(cfg.kd)
     lines += ["", f"Pipeline: augment {cfg.augment.stages or 'none'}, MixUp {kd.mixup}, prediction loss "
               f"{kd.pred_loss} (T={kd.temperature}), mapping "
               f"{kd.mapping.strategy + '/' + kd.mapping.loss if kd.mapping else 'none'}.", ""]

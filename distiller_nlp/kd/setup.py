@@ -91,7 +91,9 @@ def prepare_distillation(cfg: DistillConfig):
                     n_original, len(extra))
     teacher_path = resolve_model_path(cfg.teacher)
     if cfg.general:
-        kd = cfg.kd
+        from distiller_nlp.config import resolve_kd_defaults
+
+        kd = resolve_kd_defaults(cfg.kd)
         if (kd.pred_loss != "none" and kd.kd_weight) or kd.hard_label_weight or kd.mixup:
             raise DistillerError("general (task-agnostic) distillation uses intermediate matches only: set "
                                  "kd.pred_loss none, kd.hard_label_weight 0 and kd.mixup false")

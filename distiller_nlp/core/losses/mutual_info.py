@@ -173,6 +173,11 @@ _BOUNDS = ("mi_alpha", "infonce", "nwj", "tuba")
 _POOLS = ("cls", "mean")
 
 
+#: MI-α's default α: Distiller's best runs and launch scripts use 0.9 (Cli212/Distiller ``experiments/*.sh``
+#: ``--alpha 0.9``; He et al. 2021 report their best configurations at α = 0.9). 0.5 was this toolkit's old default.
+MI_ALPHA_DEFAULT = 0.9
+
+
 @register_loss("mi_alpha", kind="hidden")
 class MIAlphaLoss(nn.Module):
     """MI-α intermediate distillation loss (He et al. 2021, "Distiller"; bound from Poole et al. 2019).
@@ -197,7 +202,7 @@ class MIAlphaLoss(nn.Module):
         self,
         d_student: int,
         d_teacher: int,
-        alpha: float = 0.5,
+        alpha: float = MI_ALPHA_DEFAULT,
         pool: str = "cls",
         bound: str = "mi_alpha",
         hidden: int = 128,

@@ -30,9 +30,17 @@ EXTRA_VARIANTS = {
                               "teacher_cache": "auto"},
     "NKD": {"pred_loss": "nkd", "temperature": 1.0, "kd_weight": 1.0, "hard_label_weight": 1.0,
             "pred_loss_params": {"gamma": 1.5}, "teacher_cache": "auto"},
-    "DKD": {"pred_loss": "dkd", "temperature": 4.0, "kd_weight": 1.0, "hard_label_weight": 1.0,
+    "DKD": {"pred_loss": "dkd", "temperature": 4.0, "kd_weight": 1.0, "hard_label_weight": 1.0, "kd_warmup": 0.0,
             "pred_loss_params": {"alpha": 1.0, "beta": 8.0}, "teacher_cache": "auto"},
+    # issue #17: the NKD/DKD recipe defaults before and after they followed the papers, side by side (run with
+    # --variants "NKD paper defaults,NKD old defaults,DKD paper defaults,DKD old defaults")
+    "NKD paper defaults": {"pred_loss": "nkd", "teacher_cache": "auto"},  # τ 1, γ 1.5, CE weight 1
+    "NKD old defaults": {"pred_loss": "nkd", "temperature": 1.0, "hard_label_weight": 0.0, "teacher_cache": "auto"},
+    "DKD paper defaults": {"pred_loss": "dkd", "teacher_cache": "auto"},  # α 1, β 8, T 4, CE 1, warm-up 1/12
+    "DKD old defaults": {"pred_loss": "dkd", "temperature": 1.0, "hard_label_weight": 0.0, "kd_warmup": 0.0,
+                         "teacher_cache": "auto"},
 }
+PAIRED = [("NKD paper defaults", "NKD old defaults"), ("DKD paper defaults", "DKD old defaults")]
 
 
 def plot(result: dict, path: str) -> None:
@@ -62,6 +70,27 @@ def plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+def paired_lines(result: dict) -> list:
+    """Per-seed paired differences (same seed = same training subset and init) of each PAIRED couple run."""
+    import numpy as np
+
+    by = {}
+    for r in result["rows"]:
+        by.setdefault(r["model"], {})[r["seed"]] = r
+    lines = []
+    for new, old in PAIRED:
+        a, b = by.get(f"student: {new}"), by.get(f"student: {old}")
+        if not a or not b:
+            continue
+        seeds = sorted(set(a) & set(b))
+        for key in ("eval_accuracy", "test_accuracy"):
+            d = np.array([a[s][key] - b[s][key] for s in seeds])
+            sd = f" ± {d.std(ddof=1) * 100:.2f}" if len(d) > 1 else ""
+            lines.append(f"- {new} − {old}, {key.split('_')[0]}: {d.mean() * 100:+.2f}{sd} points "
+                         f"(per seed {', '.join(f'{x * 100:+.2f}' for x in d)})")
+    return lines + ([""] if lines else [])
+
+
 def main(argv=None) -> int:
     from bench_demo_kd import machine
 
@@ -71,9 +100,20 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--workspace", default="runs/demo")
     p.add_argument("--out", default=os.path.join(HERE, "results", "quality_tweets"))
+    p.add_argument("--variants", default="",
+                   help="comma-separated student variants to run (default: the demo's and the original extras)")
     args = p.parse_args(argv)
     protocol = copy.deepcopy(PROTOCOL)
     protocol["variants"].update(EXTRA_VARIANTS)
+    if args.variants:
+        names = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [n for n in names if n not in protocol["variants"]]
+        if unknown:
+            p.error(f"unknown variant {unknown[0]!r} (known: {', '.join(protocol['variants'])})")
+        protocol["variants"] = {n: protocol["variants"][n] for n in names}
+    else:
+        paired = {n for pair in PAIRED for n in pair}
+        protocol["variants"] = {n: v for n, v in protocol["variants"].items() if n not in paired}
     seeds = [int(s) for s in args.seeds.split(",")]
     result = run_demo(args.workspace, seeds=seeds, protocol=protocol,
                       table_path=os.path.join(args.workspace, "QUALITY_TABLE.md"))
@@ -86,7 +126,7 @@ def main(argv=None) -> int:
     md = [f"# Teacher vs students on the tweets ({len(seeds)} seeds: {args.seeds})", "",
           f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; measured {result['date']}. "
           "Times include the per-epoch dev evaluation and were taken on a shared machine: compare speed in "
-          "bench_kd_step.md / teacher_cache.md, not here.", "", format_table(result), "",
+          "bench_kd_step.md / teacher_cache.md, not here.", "", format_table(result), "", *paired_lines(result),
           "![accuracy vs FLOPs](quality_tweets.png)", ""]
     with open(args.out + ".md", "w") as fh:
         fh.write("\n".join(md))

@@ -153,9 +153,10 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
     print(f"[demo] 3/3 students ({p['student']['shape']}): {', '.join(p['variants'])} x seeds {seeds}")
     for name, variant in p["variants"].items():
         for seed in seeds:
-            kd = KDConfig(pred_loss=variant["pred_loss"], temperature=variant.get("temperature", 1.0),
-                          kd_weight=variant["kd_weight"], hard_label_weight=variant["hard_label_weight"],
-                          pred_loss_params=dict(variant.get("pred_loss_params", {})))
+            # a key the variant leaves out keeps the recipe default (the prediction loss's paper values)
+            kd = KDConfig(pred_loss=variant["pred_loss"], temperature=variant.get("temperature"),
+                          kd_weight=variant.get("kd_weight", 1.0), hard_label_weight=variant.get("hard_label_weight"),
+                          kd_warmup=variant.get("kd_warmup"), pred_loss_params=dict(variant.get("pred_loss_params", {})))
             if "mapping" in variant:
                 kd.mapping = MappingConfig(**variant["mapping"])
             slug = name.lower().replace(" + ", "_").replace(" ", "_").replace("-α", "_alpha")

@@ -149,6 +149,7 @@ def test_finetune_teacher(tiny_backbone, data37, tmp_path):
     run.check_artifacts(("metrics.json", "config.yaml", "model.safetensors"))
 
 
+@pytest.mark.slow  # CI budget (issue #17 added default tests); the MLM trainer's own tests stay in the default run
 def test_train_mlm(tiny_backbone, data37, tmp_path):
     run = Launch(tmp_path, "distiller_nlp", ["train-mlm", "--model", tiny_backbone, "--task", "sst2",
                                              "--data-dir", data37, "--epochs", "2", "--batch-size", "8",

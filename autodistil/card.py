@@ -28,12 +28,15 @@ def write_student_card(directory: str, student, arch, superlm_dir: str, meta: di
                       "the student extracted without retraining",
             "SuperLM": f"`{superlm_dir}` (sub-space {space}, sampling {meta.get('sampling', '?')}, "
                        f"{meta.get('steps', '?')} steps, layer selection {meta.get('layer_selection', '?')})",
-            "objective": f"self-attention relation distillation ({obj.get('kind', '?')}, "
+            "objective": f"self-attention relation distillation ({obj.get('kind', '?')}"
+                         + (f" over {obj['mse_pairs']} pairs" if obj.get("kind") == "mse" and obj.get("mse_pairs")
+                            else "") + ", "
                          f"{obj.get('relation_heads', '?')} relation heads, teacher layer {obj.get('teacher_layer', '?')})",
             "architecture": f"`{arch}`"}
     if search:
         pipe["search"] = (f"{search.get('candidates_scored', '?')} candidates scored ({search.get('score', '?')}), "
-                          f"budget {search.get('budget_flops', 0):,.0f} FLOPs, chosen score "
+                          f"budget {search.get('budget_flops', 0):,.0f} "
+                          f"{search.get('unit', 'FLOPs = 2 x multiply-adds')}, chosen score "
                           f"{search.get('chosen_score', float('nan')):.5g}")
     info = CardInfo(
         title=os.path.basename(os.path.abspath(directory)) or "student",

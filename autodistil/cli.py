@@ -138,9 +138,12 @@ def run_command(args: argparse.Namespace) -> int:
         cfg = load_from_args(SearchConfig, args)
         cfg.validate(args.config or "command-line flags")
         m = search(cfg, overwrite=args.overwrite)
+        from distiller_nlp.core.flops import get_flops_convention
+
+        symbol = get_flops_convention(m["flops_convention"]).symbol
         print(f"chosen student ({m['chosen_subspace']}): layers={m['chosen_layers']} hidden={m['chosen_hidden']} "
               f"heads={m['chosen_heads']} mlp_ratio={m['chosen_mlp_ratio']:g} head_dim={m['chosen_head_dim']}")
-        print(f"  FLOPs {m['chosen_flops']:,} ({m['flops_ratio']:.3f} of the teacher's {m['teacher_flops']:,}; "
+        print(f"  {symbol} {m['chosen_flops']:,} ({m['flops_ratio']:.3f} of the teacher's {m['teacher_flops']:,}; "
               f"budget {m['budget_flops']:,.0f}; {m['flops_convention']}: {m['unit']}), "
               f"params {m['chosen_params']:,}, score {m['chosen_score']:.5g}")
         print(f"  {m['candidates_scored']} candidates scored in {m['score_runtime_s']} s; "

@@ -9,10 +9,11 @@ from distiller_nlp.core.config import check_config, option
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.train_args import PRECISIONS, TrainArgs
 
-__all__ = ["TextDataConfig", "ObjectiveConfig", "TrainSuperLMConfig", "ProxyConfig", "SearchConfig",
-           "RELATION_KINDS", "SCORES"]
+__all__ = ["TextDataConfig", "RelationConfig", "ObjectiveConfig", "TrainSuperLMConfig", "ProxyConfig", "SearchConfig",
+           "RELATION_KINDS", "MSE_PAIRS", "SCORES"]
 
 RELATION_KINDS = ("kl", "mse")
+MSE_PAIRS = ("all", "valid")  # the same names as distiller_nlp.core.losses.relations.MSE_PAIRS
 SCORES = ("task-agnostic", "task-proxy")
 
 
@@ -44,17 +45,35 @@ class TextDataConfig:
 
 
 @dataclass
-class ObjectiveConfig:
-    """MiniLMv2 Q-Q/K-K/V-V relations between a teacher layer and the student's last layer."""
+class RelationConfig:
+    """Q-Q/K-K/V-V relations between a teacher layer and the student's last layer (``objective:`` of a search: the
+    held-out score, which always averages over real tokens only, see :mod:`autodistil.search`).
+
+    ``kind`` defaults to ``mse``, the pre-softmax relation MSE AutoDistil's released code trained with
+    (``Code/run_wiki_plus_book_NoAssist_RndSampl.py`` line 470, github.com/microsoft/autodistil); ``kl`` is
+    MiniLMv2's KL between softmax relations (the default before issue #17; recipes that say ``kind: kl`` keep it)."""
 
     relation_heads: int = option(12, help="relation heads of the MiniLMv2 loss", positive=True, flag=True)
-    kind: str = option("kl", help="{choices} (kl: MiniLMv2; mse: pre-softmax, AutoDistil's released code)",
+    kind: str = option("mse", help="{choices} (mse: pre-softmax relation MSE, AutoDistil's released code; kl: "
+                                   "MiniLMv2's softmax KL)",
                        choices=RELATION_KINDS, flag="relation-kind")
     teacher_layer: int = option(0, help="teacher layer 1..L (0 = the teacher's last layer)", min=0, flag=True)
 
     def validate(self, source: str) -> None:
         """Ranges and choices of the section (``objective.<key>`` in messages)."""
         check_config(self, source, prefix="objective.")
+
+
+@dataclass
+class ObjectiveConfig(RelationConfig):
+    """The SuperLM training objective: :class:`RelationConfig` plus how the ``mse`` kind averages (``mse_pairs``):
+    ``all`` (default) = the mean over every (query, key) entry of the padded batch, pads included — AutoDistil's
+    released code (``torch.nn.MSELoss`` on scores that both carry the same −10000 mask); ``valid`` = over the pairs
+    of real tokens only (padding-independent). See :mod:`distiller_nlp.core.losses.relations`."""
+
+    mse_pairs: str = option("all", choices=MSE_PAIRS, flag="relation-mse-pairs",
+                            help="{choices}: entries the mse kind averages over (all: every padded-batch entry, "
+                                 "AutoDistil's released code; valid: real-token pairs only; ignored by kl)")
 
 
 @dataclass
@@ -127,7 +146,8 @@ class SearchConfig:
     seed: int = option(42, help="seed of the held-out subset and Optuna", flag=True)
     output_dir: str = option("", help="output directory (must be empty unless --overwrite)", flag="output-dir")
     data: TextDataConfig = option(default_factory=TextDataConfig, help="the held-out text")
-    objective: ObjectiveConfig = option(default_factory=ObjectiveConfig, help="the relation objective")
+    objective: RelationConfig = option(default_factory=RelationConfig,
+                                       help="the relation objective of the task-agnostic score")
     proxy: ProxyConfig = option(default_factory=ProxyConfig, help="the task-proxy score")
 
     def validate(self, source: str = "config") -> None:

@@ -9,9 +9,18 @@ straightforward :class:`ReferenceHeldOutScorer`). Candidates come from every giv
 (encoder, one sequence of ``max_length`` tokens, in ``flops_convention``: ``exact`` = 2 × the real multiply-adds,
 ``autodistil`` = multiply-adds by AutoDistil's formula, see :mod:`distiller_nlp.core.flops`) exceed the budget
 are never scored; the budget, the teacher's count behind ``budget_ratio`` and every reported FLOPs number are in
-that same convention. Up to
-``max_evals`` fitting candidates per SuperLM are scored exhaustively; larger spaces are searched with Optuna's TPE
-sampler for ``max_evals`` trials.
+that same convention. Up to ``max_evals`` fitting candidates per SuperLM are scored exhaustively; larger spaces are
+searched with Optuna's TPE sampler for ``max_evals`` trials.
+
+The held-out score is padding-independent by design, whatever the SuperLM was trained with: ``kind="mse"`` (the
+default, as in training) is averaged over the (query, key) pairs of real tokens only (``mse_pairs="valid"`` of the
+shared relation loss), ``kind="kl"`` over real query rows with padded keys out of the softmax. SuperLM training
+defaults to AutoDistil's released-code MSE, the mean over *every* entry of the padded batch (``mse_pairs="all"``,
+:mod:`distiller_nlp.core.losses.relations`), but that mean changes with how much padding a sequence shares a batch
+with: it cannot be a score of a sequence, and the fast scorer's re-bucketing by length (which cuts trailing padding)
+could not reproduce it. So the search keeps the real-token reduction; its ``objective`` section therefore has no
+``mse_pairs`` key (:class:`autodistil.config.RelationConfig`). The paper ranks candidates by the task-agnostic
+distillation loss on held-out data; the released code has no task-agnostic ranking script to match.
 
 Writes ``candidates.csv`` (every candidate with FLOPs, params, whether it fits, score if scored), ``pareto.png``
 (FLOPs vs score, Pareto front, budget), ``student/`` (the chosen subnet extracted; loads with ``from_pretrained``)
@@ -111,7 +120,8 @@ class ReferenceHeldOutScorer:
     """The straightforward scorer, the reference the fast :class:`HeldOutScorer` is tested and benchmarked against:
     for every candidate, the full active subnet runs on the held-out batches as collated, its last layer's
     q/k/v are captured with hooks and the shared ``relation`` loss recomputes the teacher's relations each time.
-    Score = mean over batches (weighted by batch size) of the batch's relation loss."""
+    Score = mean over batches (weighted by batch size) of the batch's relation loss, with ``mse`` averaged over
+    real-token pairs (``mse_pairs="valid"``; see the module docstring)."""
 
     def __init__(self, teacher, batches: list[dict], teacher_layer: int, relation_heads: int, kind: str,
                  autocast_bf16: bool = False):
@@ -136,7 +146,7 @@ class ReferenceHeldOutScorer:
         with _autocast(self.autocast_bf16):
             for batch, tq in zip(self.batches, self.teacher_qkv):
                 size = int(batch["input_ids"].shape[0])
-                loss = subnet_relation_loss(superlm, batch, tq, self.relation_heads, self.kind)
+                loss = subnet_relation_loss(superlm, batch, tq, self.relation_heads, self.kind, mse_pairs="valid")
                 total += float(loss) * size
                 n += size
         return total / max(1, n)
@@ -572,7 +582,7 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
                      require_builtin=chosen.arch.is_plain_bert)
         _write_csv(os.path.join(cfg.output_dir, "candidates.csv"), candidates)
         _plot(os.path.join(cfg.output_dir, "pareto.png"), candidates, budget, chosen,
-              xlabel=f"encoder G{conv.symbol} per sequence ({conv.unit})")
+              xlabel=f"encoder cost per sequence, 10^9 {conv.symbol} ({conv.name}: {conv.unit})")
     metrics = {
         "chosen_superlm": chosen.superlm, "chosen_subspace": chosen.subspace, **{f"chosen_{k}": v for k, v in
                                                                                chosen.arch.to_dict().items()},
@@ -586,6 +596,7 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
         "score_cpu_s": round(score_cpu, 3), "torch_threads": torch.get_num_threads(),
         "search_runtime_s": round(time.perf_counter() - t_start, 3),
         "flops_convention": conv.name, "unit": conv.unit,
+        "relation_kind": cfg.objective.kind if cfg.score != "task-proxy" else None,
         **{f"chosen_flops_{name}": chosen.arch.flops(cfg.max_length, name) for name in FLOPS_CONVENTIONS.names()},
     }
     if main:

@@ -27,7 +27,9 @@ from .superlm import SUPERLM_FILE, SuperLM, save_superlm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SuperLMTrainer", "sample_subnets", "train_superlm", "plan_superlm_runs"]
+__all__ = ["SuperLMTrainer", "sample_subnets", "train_superlm", "plan_superlm_runs", "check_resumed_objective"]
+
+CONFIG_FILE = "train_superlm.yaml"
 
 
 class SuperLMTrainer(nn.Module):
@@ -39,7 +41,7 @@ class SuperLMTrainer(nn.Module):
     has_unused_parameters = True
 
     def __init__(self, superlm: SuperLM, space: SubSpace, sampling: str = "sandwich", num_random: int = 2,
-                 seed: int = 42, relation_heads: int = 12, kind: str = "kl"):
+                 seed: int = 42, relation_heads: int = 12, kind: str = "mse", mse_pairs: str = "all"):
         super().__init__()
         superlm.check_space(space)
         self.superlm = superlm
@@ -50,6 +52,7 @@ class SuperLMTrainer(nn.Module):
         self.seed = int(seed)
         self.relation_heads = int(relation_heads)
         self.kind = kind
+        self.mse_pairs = mse_pairs
         self.archs = sorted(space, key=lambda a: (a.params(), a.flops(), a))
         if not self.archs:
             raise DistillerError(f"sub-space '{space.name}' is empty")
@@ -67,7 +70,8 @@ class SuperLMTrainer(nn.Module):
         total = None
         for i, arch in enumerate(archs):
             self.superlm.set_active(arch)
-            loss = subnet_relation_loss(self.superlm, batch, teacher_qkv, self.relation_heads, self.kind)
+            loss = subnet_relation_loss(self.superlm, batch, teacher_qkv, self.relation_heads, self.kind,
+                                        self.mse_pairs)
             total = loss if total is None else total + loss
             if i < len(self.sampler.named):
                 out[self.sampler.named[i]] = loss.detach()
@@ -117,6 +121,35 @@ def plan_superlm_runs(cfg: TrainSuperLMConfig) -> tuple[str, object, list[tuple[
     return path, config, runs
 
 
+def check_resumed_objective(cfg: TrainSuperLMConfig, config_path: str) -> None:
+    """On ``--resume``: the objective must be the one the run started with (``config_path``, the
+    ``train_superlm.yaml`` the first start wrote), else a resumed run would silently switch losses mid-training —
+    e.g. a run started when the default was ``kind: kl`` (before issue #17), resumed without ``--relation-kind kl``.
+    A saved config without ``mse_pairs`` predates it: its ``mse`` kind averaged over real-token pairs (``valid``).
+    A missing file (nothing started yet) passes."""
+    if not os.path.isfile(config_path):
+        return
+    from distiller_nlp.core.config import read_yaml
+
+    old = read_yaml(config_path).get("objective") or {}
+    saved = {"kind": old.get("kind", "kl"), "relation_heads": old.get("relation_heads", 12),
+             "teacher_layer": old.get("teacher_layer", 0)}
+    now = {"kind": cfg.objective.kind, "relation_heads": cfg.objective.relation_heads,
+           "teacher_layer": cfg.objective.teacher_layer}
+    if saved["kind"] == now["kind"] == "mse":  # mse_pairs matters only between two mse runs
+        saved["mse_pairs"] = old.get("mse_pairs", "valid")
+        now["mse_pairs"] = cfg.objective.mse_pairs
+    diff = [k for k in now if saved.get(k) != now[k]]
+    if diff:
+        flags = {"kind": "--relation-kind", "mse_pairs": "--relation-mse-pairs", "relation_heads": "--relation-heads",
+                 "teacher_layer": "--teacher-layer"}
+        raise DistillerError(
+            f"--resume: {os.path.dirname(config_path) or '.'} was started with objective "
+            + ", ".join(f"{k}={saved.get(k)}" for k in diff) + " but this run says "
+            + ", ".join(f"{k}={now[k]}" for k in diff) + " (the relation default is kind=mse, mse_pairs=all since "
+            "issue #17); resume with " + " ".join(f"{flags[k]} {saved.get(k)}" for k in diff))
+
+
 def train_superlm(cfg: TrainSuperLMConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """Train one SuperLM per sub-space of ``cfg`` (``output_dir`` itself for one sub-space, ``output_dir/<name>``
     for several). Returns ``{space name: metrics}``; each run directory holds the SuperLM (``config.json``,
@@ -132,10 +165,12 @@ def train_superlm(cfg: TrainSuperLMConfig, resume: bool = False, overwrite: bool
     from .data import load_texts, tokenized_texts
 
     teacher_path, _, runs = plan_superlm_runs(cfg)
+    if resume:
+        check_resumed_objective(cfg, os.path.join(cfg.output_dir, CONFIG_FILE))
     top = TrainingRun(cfg.output_dir, resume=resume, overwrite=overwrite)
     tokenizer = load_tokenizer(teacher_path)
     texts = load_texts(cfg.data, "train", cfg.data.max_train_examples, cfg.train.seed)
-    top.start(cfg, config_file="train_superlm.yaml")
+    top.start(cfg, config_file=CONFIG_FILE)
     train_ds = tokenized_texts(texts, tokenizer, cfg.train.max_length)
     collate = make_collator(tokenizer)
 
@@ -156,12 +191,12 @@ def train_superlm(cfg: TrainSuperLMConfig, resume: bool = False, overwrite: bool
             teacher = AutoModel.from_pretrained(teacher_path)
         superlm = SuperLM.from_teacher(teacher, cfg.layer_selection)
         module = SuperLMTrainer(superlm, space, cfg.sampling, cfg.num_random, cfg.train.seed,
-                                cfg.objective.relation_heads, cfg.objective.kind)
+                                cfg.objective.relation_heads, cfg.objective.kind, cfg.objective.mse_pairs)
         features = TeacherFeatures(teacher, cfg.objective.teacher_layer)
         extra = {
             "teacher": os.path.abspath(teacher_path) if os.path.isdir(teacher_path) else teacher_path,
             "objective": {"relation_heads": cfg.objective.relation_heads, "kind": cfg.objective.kind,
-                          "teacher_layer": features.layer},
+                          "mse_pairs": cfg.objective.mse_pairs, "teacher_layer": features.layer},
             "sampling": cfg.sampling, "num_random": cfg.num_random, "max_length": cfg.train.max_length,
         }
 

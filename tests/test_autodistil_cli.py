@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+from fractions import Fraction
 
 import pytest
 import torch
@@ -87,6 +88,51 @@ def test_search_honours_the_budget_and_exports_a_student(setup, tmp_path):
     student = AutoModel.from_pretrained(os.path.join(res, "student"))
     assert student.config.num_hidden_layers == metrics["chosen_layers"]
     assert student.config.hidden_size == metrics["chosen_hidden"]
+
+
+def _autodistil_macs(layers, heads, hidden, ratio, n):
+    """AutoDistil's cost formula (``cal_flops_bert``), evaluated here by hand, in multiply-adds."""
+    a, r = Fraction(heads, 12), Fraction(ratio)
+    h2 = hidden * hidden
+    return round(layers * (3 * n * h2 * a + 2 * n * n * hidden * a + n * h2 + 2 * n * r * h2) + n * h2 + 2 * hidden)
+
+
+def test_search_in_the_autodistil_convention(setup, tmp_path):
+    _, out = setup
+    metrics, rows = _search(out, str(tmp_path / "ad"), "--budget-ratio", "0.3", "--flops-convention", "autodistil",
+                            "--task", "tweets", "--heldout-examples", "16", "--relation-heads", "4",
+                            "--precision", "no")
+    # the teacher (2 layers, 4 heads, hidden 64, FFN 128 = R 2) at 24 tokens: per layer 3·24·64²·(4/12) = 98,304,
+    # 2·24²·64·(4/12) = 24,576, 24·64² = 98,304, 2·24·2·64² = 393,216; + 24·64² + 2·64 outside the layers
+    teacher = 2 * (98_304 + 24_576 + 98_304 + 393_216) + 98_304 + 128
+    assert teacher == _autodistil_macs(2, 4, 64, 2, 24) == 1_327_232
+    assert metrics["flops_convention"] == "autodistil" and "multiply-adds" in metrics["unit"]
+    assert metrics["teacher_flops"] == teacher
+    assert metrics["budget_flops"] == pytest.approx(0.3 * teacher)  # the budget in the autodistil unit
+    for row in rows:
+        own = _autodistil_macs(int(row["layers"]), int(row["heads"]), int(row["hidden"]), float(row["mlp_ratio"]), 24)
+        assert int(row["flops"]) == own
+        assert (row["fits_budget"] == "True") == (own <= 0.3 * teacher)
+    assert 0 < metrics["candidates_fitting"] < len(rows)
+    assert metrics["chosen_flops"] == metrics["chosen_flops_autodistil"] <= metrics["budget_flops"]
+    # exact: 2 × L·[3·n·H·W + 2·n²·W + n·W·H + 2·n·H·I], W = heads × 16, I = round(H·R)
+    n, L, H, W = 24, metrics["chosen_layers"], metrics["chosen_hidden"], metrics["chosen_heads"] * 16
+    inter = round(H * metrics["chosen_mlp_ratio"])
+    assert metrics["chosen_flops_exact"] == 2 * L * (3 * n * H * W + 2 * n * n * W + n * W * H + 2 * n * H * inter)
+    assert metrics["relation_kind"] == "mse"  # the default score, over real tokens only
+
+
+def test_resume_with_another_objective_is_refused(setup, tmp_path, capsys):
+    root, out = setup
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(out, resumed)
+    os.remove(os.path.join(resumed, "metrics.json"))
+    code = main(["train-superlm", "--teacher", str(root / "teacher"), "--subspace", str(root / "space.yaml"),
+                 "--max-steps", "4", "--save-steps", "2", "--output-dir", resumed, "--resume", *COMMON,
+                 "--relation-kind", "kl"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "started with objective kind=mse" in err and "--relation-kind mse" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_search_budget_no_candidate_meets(setup, tmp_path, capsys):

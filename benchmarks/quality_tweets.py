@@ -127,7 +127,7 @@ def main(argv=None) -> int:
           f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; measured {result['date']}. "
           "Times include the per-epoch dev evaluation and were taken on a shared machine: compare speed in "
           "bench_kd_step.md / teacher_cache.md, not here.", "", format_table(result), "", *paired_lines(result),
-          "![accuracy vs FLOPs](quality_tweets.png)", ""]
+          f"![accuracy vs FLOPs]({os.path.basename(args.out)}.png)", ""]
     with open(args.out + ".md", "w") as fh:
         fh.write("\n".join(md))
     print(f"wrote {args.out}.json, .md and .png")

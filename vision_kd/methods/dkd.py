@@ -1,6 +1,11 @@
 """``dkd``: Decoupled KD (Zhao et al., CVPR 2022): ``CE + w(step)·(α·TCKD + β·NCKD)·τ²`` with the loss weight
-``w`` warmed up linearly over ``warmup_epochs`` (mdistiller: α=1, β=8, τ=4, 20 warm-up epochs of 240; the short
-digits schedule warms up over 5 epochs). The loss itself is ``distiller_nlp.core.losses.dkd_loss``."""
+``w`` warmed up linearly over ``warmup_epochs``. Defaults are mdistiller's CIFAR-100 ones (megvii-research/mdistiller
+@a08d46f, ``mdistiller/engine/cfg.py`` lines 162-167: CE weight 1, α=1, β=8, τ=4, ``WARMUP = 20`` epochs of the
+240-epoch schedule, which no ``configs/cifar100/dkd/*.yaml`` overrides; ``mdistiller/distillers/DKD.py`` line 72:
+``min(epoch / warmup, 1)``, here counted per batch); the ``imagenet`` preset is
+``configs/imagenet/r34_r18/dkd.yaml`` (β=0.5, τ=1, ``WARMUP: 1`` of 100 epochs). A short schedule must set its own
+warm-up (the 30-epoch ``recipes/vision/dkd_digits.yaml`` keeps 5). The loss itself is
+``distiller_nlp.core.losses.dkd_loss``."""
 
 from __future__ import annotations
 
@@ -19,8 +24,8 @@ class DKDParams:
     alpha: float = option(1.0, help="weight α of the target-class term TCKD")
     beta: float = option(8.0, help="weight β of the non-target-class term NCKD")
     temperature: float = option(4.0, help="softmax temperature τ")
-    warmup_epochs: float = option(5.0, help="epochs over which the DKD weight rises linearly from 0 to 1 "
-                                            "(0 = full weight from the start)")
+    warmup_epochs: float = option(20.0, help="epochs over which the DKD weight rises linearly from 0 to 1 "
+                                             "(mdistiller: 20 of 240; 0 = full weight from the start)")
     hard_label_weight: float = option(1.0, help="weight of the cross-entropy on the labels")
 
 

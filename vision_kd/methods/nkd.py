@@ -1,6 +1,7 @@
 """``nkd``: Normalized KD (Yang et al., ICCV 2023): ``CE + nkd_loss`` with τ and γ per dataset family (class
 default and ImageNet τ=1 γ=1.5, CIFAR-100 τ=3 γ=3.5, from cls_KD's configs). The loss is
-``distiller_nlp.core.losses.nkd_loss`` (the target column is really removed: no cls_KD issue #16 mask bug)."""
+``distiller_nlp.core.losses.nkd_loss`` (the target column is really removed: no cls_KD issue #16 mask bug). A soft/mixed
+label is reduced to its argmax, as the official code does (cls_KD ``mmcls/models/dis_losses/nkd.py`` lines 25-26)."""
 
 from __future__ import annotations
 

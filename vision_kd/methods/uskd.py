@@ -7,6 +7,8 @@ part of the trained module but never exported. Device-agnostic (the official cod
 ``rank_on: official`` reproduces the official ranking (probabilities of the weak head + log-probabilities of the
 student); ``prob`` uses probabilities on both sides, as the paper writes it (see ``zipf_soft_labels``).
 Presets: ImageNet α=1, β=0.1, μ=0.005 (also the default, used on digits); CIFAR α=0.1, β=0.1, μ=0.1.
+Soft/mixed labels (MixUp/CutMix vectors in ``batch["labels"]``) keep their top-2 classes as targets, as the official
+code does (``uskd_terms``; cls_KD ``mmcls/models/dis_losses/uskd.py`` lines 33-36).
 """
 
 from __future__ import annotations

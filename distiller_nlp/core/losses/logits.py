@@ -49,7 +49,12 @@ def _flat(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _target_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Hard class indices of shape (N,) for (…, C) logits; soft/mixed label vectors (…, C) are reduced by argmax."""
+    """Hard class indices of shape (N,) for (…, C) logits; soft/mixed label vectors (…, C) are reduced by argmax.
+
+    The argmax reduction is what the official NKD code does with a mixed label (yzd-v/cls_KD @1e5d48f,
+    ``mmcls/models/dis_losses/nkd.py`` lines 25-26: ``label = torch.max(gt_label, dim=1, keepdim=True)[1]``); NKD
+    and DKD use it. USKD keeps the top-2 classes of a mixed label instead (:func:`_top2_targets`).
+    """
     num_classes = logits.shape[-1]
     if num_classes < 2:
         raise DistillerError(f"target/non-target decomposition needs at least 2 classes, got {num_classes}")
@@ -69,6 +74,38 @@ def _target_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         torch._assert_async(((labels >= 0) & (labels < num_classes)).all(),
                             f"labels must lie in [0, {num_classes - 1}]")
     return labels
+
+
+def _top2_targets(labels: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """USKD's target classes: ``(index (N, K), value (N, K), soft (N, C) or None)``.
+
+    - hard labels (integer class ids, shape = the logits' leading dims): ``K = 1``, ``value = 1``, ``soft = None``;
+    - soft/mixed label vectors (float, the logits' shape, e.g. MixUp/CutMix ``λ·onehot_a + (1−λ)·onehot_b``): the two
+      largest entries, ``K = 2``, as the official USKD does (yzd-v/cls_KD @1e5d48f,
+      ``mmcls/models/dis_losses/uskd.py`` lines 33-36: sort the label descending, keep ``[:, :2]`` of the values and
+      the indices). Both columns count as targets even when the second value is 0 (an unmixed one-hot float label):
+      the official code then also drops that class from the non-target set (line 81) and zeroes its target weight
+      (line 50). Ties (e.g. 0.5/0.5, or the zeros of a one-hot) are broken towards the lower class index (a stable
+      sort; the official ``torch.sort`` leaves their order unspecified). ``soft`` is the (N, C) label, in fp32.
+    """
+    num_classes = logits.shape[-1]
+    if labels.is_floating_point() and labels.shape == logits.shape:
+        if num_classes < 2:
+            raise DistillerError(f"target/non-target decomposition needs at least 2 classes, got {num_classes}")
+        soft = _flat(labels)
+        value, index = torch.sort(soft, dim=-1, descending=True, stable=True)
+        return index[:, :2], value[:, :2], soft
+    y = _target_labels(labels, logits)
+    return y[:, None], torch.ones(y.shape[0], 1, device=y.device), None
+
+
+def _drop_columns(z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(N, C) -> (N, C−K): the columns not in ``index`` (N, K, distinct per row), in their original order (a gather,
+    no boolean-mask indexing, so no device-to-host sync)."""
+    n, c = z.shape
+    is_target = torch.zeros(n, c, dtype=torch.long, device=z.device).scatter(1, index, 1)
+    keep = torch.sort(is_target, dim=-1, stable=True).indices[:, : c - index.shape[1]]  # the 0s first, order kept
+    return z.gather(1, keep)
 
 
 def _split_target(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +227,8 @@ def nkd_loss(
     with ``T_t = softmax(t)_y`` (τ = 1, detached), ``S_t = softmax(s)_y`` (τ = 1) and ``N(z^τ)`` the softmax of the
     C−1 non-target logits divided by τ (the target column is removed, not masked by a multiply). The plain
     cross-entropy on labels is NOT included (add ``hard_ce`` yourself, as the paper does). Soft/mixed labels (float,
-    same shape as the logits) are reduced to their argmax, as in the official code.
+    same shape as the logits) are reduced to their argmax, as in the official code (yzd-v/cls_KD @1e5d48f,
+    ``mmcls/models/dis_losses/nkd.py`` lines 25-26); unlike USKD (:func:`uskd_terms`), NKD keeps no second class.
     """
     temperature = _check_temperature(temperature)
     _check_pair(student_logits, teacher_logits)
@@ -288,7 +326,10 @@ def entropy_gap_weights(
     mode-seeking reverse KL(p_s‖p_t), which sharpens it; a student more confident than its teacher (ΔH < 0) leans on
     the mass-covering forward KL(p_t‖p_s), which softens it (calibration). Rules:
     ``sigmoid``: ``λ_r = σ(sharpness·ΔH)``; ``hard``: ``λ_r = 1[ΔH > 0]``; ``forward``/``reverse``: λ_r = 0 / 1.
-    This rule is a reconstruction from the BD-KD abstract (Amara et al., arXiv 2212.12965), not the paper's code.
+    This rule is a reconstruction from the BD-KD abstract (Amara et al., arXiv 2212.12965 v1/v2: "sample-wise
+    weighting of forward and reverse KL", guided by the teacher/student entropy gap), not the paper's code (none is
+    public) nor its method section (not retrievable here). For the teacher's term pass the logits in swapped roles:
+    ``entropy_gap_weights(teacher, student)`` uses ``H(p_t) − H(p_s)``; under ``sigmoid`` that is ``1 − λ_r``.
     """
     temperature = _check_temperature(temperature)
     _check_pair(student_logits, teacher_logits)
@@ -318,6 +359,11 @@ def balanced_kl_loss(
     """Balanced divergences (BD-KD, Amara et al. 2022, "BD-KD: Balancing the Divergences for Online Knowledge
     Distillation"): ``L = τ²·mean_n[(1 − λ_r,n)·KL(p_t‖p_s)_n + λ_r,n·KL(p_s‖p_t)_n]`` with ``λ_r`` from
     :func:`entropy_gap_weights`. Gradients reach both logits; detach the side you do not train.
+
+    "student" is the network being trained by this term and "teacher" its target: the online teacher's own balanced
+    term is ``balanced_kl_loss(teacher_logits, student_logits.detach(), …)`` (roles swapped, the ``bdkd`` vision
+    method's ``teacher_reg``), i.e. ``τ²·mean_n[(1 − λ'_n)·KL(p_s‖p_t) + λ'_n·KL(p_t‖p_s)]`` with
+    ``λ'_n = g(H(p_t) − H(p_s))``.
     """
     w = entropy_gap_weights(student_logits, teacher_logits, temperature, rule, sharpness).reshape(-1)
     forward = kd_loss(student_logits, teacher_logits, temperature, reduction="none").reshape(-1)
@@ -327,6 +373,31 @@ def balanced_kl_loss(
 
 # ------------------------------------------------------------------------------ USKD: self-KD with custom soft labels
 
+def _check_rank_on(rank_on: str) -> None:
+    if rank_on not in ("official", "prob"):
+        raise DistillerError(f"USKD rank_on must be 'official' or 'prob', got {rank_on!r}")
+
+
+def _zipf_from_targets(
+    s: torch.Tensor, w: torch.Tensor, index: torch.Tensor, rank_on: str
+) -> torch.Tensor:
+    """Zipf non-target labels (N, C−K) for fp32 (N, C) student/weak logits and target columns ``index`` (N, K)."""
+    _check_rank_on(rank_on)
+    with torch.no_grad():
+        p_w = F.softmax(w, dim=-1)
+        w_t = p_w.gather(1, index).sum(1, keepdim=True)
+        if rank_on == "official":
+            ls = F.log_softmax(s, dim=-1)
+            score = p_w / (1 - w_t).clamp_min(1e-12) + ls / (1 - ls.gather(1, index).sum(1, keepdim=True))
+        else:
+            ps = F.softmax(s, dim=-1)
+            ps_t = ps.gather(1, index).sum(1, keepdim=True)
+            score = p_w / (1 - w_t).clamp_min(1e-12) + ps / (1 - ps_t).clamp_min(1e-12)
+        rank = score.argsort(dim=-1, descending=True).argsort(dim=-1) + 1  # 1 = highest score
+        non = _drop_columns(1.0 / rank.float(), index)
+        return non / non.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
 def zipf_soft_labels(
     student_logits: torch.Tensor,
     weak_logits: torch.Tensor,
@@ -334,35 +405,23 @@ def zipf_soft_labels(
     rank_on: str = "official",
 ) -> torch.Tensor:
     """USKD's non-target soft labels (Yang et al., ICCV 2023): rank the classes by a score, give the class at rank r
-    (1-based, all C classes ranked) the Zipf weight 1/r, drop the target and renormalise over the C−1 non-targets.
-    Returns (N, C−1), detached, rows summing to 1, columns in the original class order with the target removed.
+    (1-based, all C classes ranked) the Zipf weight 1/r, drop the target(s) and renormalise over the non-targets.
+    Returns (N, C−K), detached, rows summing to 1, columns in the original class order with the K target columns
+    removed: K = 1 for hard labels, K = 2 (the label's top-2 classes, :func:`_top2_targets`) for soft/mixed labels.
 
-    Score of class i for sample n (``w`` = softmax of the weak head, ``s`` = softmax of the student):
-    - ``rank_on="official"``: ``w_i/(1−w_t) + ℓ_i/(1−ℓ_t)`` with ``ℓ = log s``, exactly what the official code computes
-      (its variable holding the student's probabilities is overwritten by ``log_softmax`` before the ranking line, so
-      probabilities and log-probabilities are added; the log term spans many nats and mostly decides the order,
-      the weak head breaks near-ties);
-    - ``rank_on="prob"``: ``w_i/(1−w_t) + s_i/(1−s_t)``, the formula as written in the paper (both normalised
+    Score of class i for sample n (``w`` = softmax of the weak head, ``s`` = softmax of the student, ``T`` = the
+    target columns, one or two):
+    - ``rank_on="official"``: ``w_i/(1−Σ_T w) + ℓ_i/(1−Σ_T ℓ)`` with ``ℓ = log s``, exactly what the official code
+      computes (yzd-v/cls_KD @1e5d48f, ``mmcls/models/dis_losses/uskd.py`` lines 53-54 and 70-73: its variable
+      holding the student's probabilities is overwritten by ``log_softmax`` before the ranking line, so probabilities
+      and log-probabilities are added; the log term spans many nats and mostly decides the order, the weak head
+      breaks near-ties);
+    - ``rank_on="prob"``: ``w_i/(1−Σ_T w) + s_i/(1−Σ_T s)``, the formula as written in the paper (both normalised
       non-target probabilities).
     """
     _check_pair(student_logits, weak_logits)
-    y = _target_labels(labels, student_logits)
-    with torch.no_grad():
-        s, w = _flat(student_logits), _flat(weak_logits)
-        p_w = F.softmax(w, dim=-1)
-        w_t = p_w.gather(1, y[:, None])
-        if rank_on == "official":
-            ls = F.log_softmax(s, dim=-1)
-            score = p_w / (1 - w_t).clamp_min(1e-12) + ls / (1 - ls.gather(1, y[:, None]))
-        elif rank_on == "prob":
-            ps = F.softmax(s, dim=-1)
-            score = p_w / (1 - w_t).clamp_min(1e-12) + ps / (1 - ps.gather(1, y[:, None])).clamp_min(1e-12)
-        else:
-            raise DistillerError(f"USKD rank_on must be 'official' or 'prob', got {rank_on!r}")
-        rank = score.argsort(dim=-1, descending=True).argsort(dim=-1) + 1  # 1 = highest score
-        zipf = 1.0 / rank.float()
-        _, non = _split_target(zipf, y)
-        return non / non.sum(-1, keepdim=True)
+    index, _, _ = _top2_targets(labels, student_logits)
+    return _zipf_from_targets(_flat(student_logits), _flat(weak_logits), index, rank_on)
 
 
 def uskd_terms(
@@ -374,23 +433,42 @@ def uskd_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three USKD terms (batch means), without their weights: ``(L_t, L_non, L_weak)``.
 
+    Hard labels (class ids):
     - ``L_t = −mean_n p_t,n · log softmax(z)_y`` with ``p_t = s_t² + 1 − mean_batch(s_t²)``, detached (soft target);
     - ``L_non = −mean_n Σ_{i≠y} Z_i · log N(z)_i`` with Zipf labels ``Z`` from :func:`zipf_soft_labels`;
     - ``L_weak = CE((1−ε)·onehot + ε/C, z_weak)``, the weak classifier on an intermediate feature.
+
+    Soft/mixed labels ``ŷ`` (float, the logits' shape), as the official code (yzd-v/cls_KD @1e5d48f,
+    ``mmcls/models/dis_losses/uskd.py``) treats them: the two largest label entries ``a, b`` with values ``v_a, v_b``
+    are both targets (lines 33-36);
+    - ``L_t = −mean_n Σ_{k∈{a,b}} p_k · log softmax(z)_k`` with ``p_k = s_k² + v_k − mean_batch(s_k²)`` (the batch
+      mean taken per column: top-1 and top-2 separately) and ``p_k = 0`` where ``v_k = 0``, detached (lines 44-55);
+    - ``L_non``: the non-target set excludes both ``a`` and ``b`` (C−2 classes; ranking as above, lines 70-90);
+    - ``L_weak = −mean_n Σ_c ((1−ε)·ŷ_c + ε/C) · log softmax(z_weak)_c``: the whole soft label, smoothed (lines
+      58-59 with ε = 0.1).
+    With two classes and a soft label the non-target set is empty and ``L_non = 0`` (as in the official code).
     """
     _check_pair(student_logits, weak_logits)
-    y = _target_labels(labels, student_logits)
+    _check_rank_on(rank_on)
+    index, value, soft = _top2_targets(labels, student_logits)
     s, w = _flat(student_logits), _flat(weak_logits)
     log_s = F.log_softmax(s, dim=-1)
-    log_s_t = log_s.gather(1, y[:, None]).squeeze(1)
+    log_s_t = log_s.gather(1, index)
     with torch.no_grad():
         sq = log_s_t.exp() ** 2
-        p_t = sq + 1 - sq.mean()
-    l_t = -(p_t * log_s_t).mean()
-    z = zipf_soft_labels(s, w, y, rank_on=rank_on)
-    _, s_non = _split_target(s, y)
-    l_non = -(z * F.log_softmax(s_non, dim=-1)).sum(-1).mean()
-    l_weak = F.cross_entropy(w, y, label_smoothing=float(label_smoothing))
+        p_t = torch.where(value == 0, torch.zeros_like(sq), sq + value - sq.mean(0, keepdim=True))
+    l_t = -(p_t * log_s_t).sum(1).mean()
+    if s.shape[1] > index.shape[1]:
+        z = _zipf_from_targets(s, w, index, rank_on)
+        l_non = -(z * F.log_softmax(_drop_columns(s, index), dim=-1)).sum(-1).mean()
+    else:  # two classes, both targets: no non-target class left
+        l_non = s.sum() * 0.0
+    eps = float(label_smoothing)
+    if soft is None:
+        l_weak = F.cross_entropy(w, index[:, 0], label_smoothing=eps)
+    else:
+        target = (1 - eps) * soft + eps / s.shape[1]
+        l_weak = -(target * F.log_softmax(w, dim=-1)).sum(-1).mean()
     return l_t, l_non, l_weak
 
 

@@ -38,8 +38,15 @@ def machine() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = set(next(line.split(":", 1)[1].split() for line in fh if line.startswith("flags")))
+    except (OSError, StopIteration):
+        pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "cuda": torch.cuda.is_available()}
+            "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(),
+            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags, "avx2": "avx2" in flags}
 
 
 def main(argv=None) -> int:

@@ -199,20 +199,10 @@ def summarize(p: dict, teachers: dict, rows: list) -> dict:
 
 
 def machine_facts() -> dict:
-    """The machine record of ``bench_demo_kd.machine`` plus threads and the CPU flags that decide bf16 speed."""
-    import torch
+    """The shared machine record (``bench_demo_kd.machine``: CPU, threads, the flags that decide bf16 speed)."""
     from bench_demo_kd import machine
 
-    m = machine()
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = set(next(line.split(":", 1)[1].split() for line in fh if line.startswith("flags")))
-    except (OSError, StopIteration):
-        pass
-    m.update(threads=torch.get_num_threads(), avx512_bf16="avx512_bf16" in flags, amx_bf16="amx_bf16" in flags,
-             avx2="avx2" in flags)
-    return m
+    return machine()
 
 
 def format_md(result: dict) -> str:

@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     plot(result, args.out + ".png")
     m = result["machine"]
     md = [f"# Teacher vs students on the tweets ({len(seeds)} seeds: {args.seeds})", "",
-          f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; measured {result['date']}. "
+          f"Machine: {m['cpu']}, {m['cores']} cores, threads {m.get('threads')}, AVX-512 bf16 {m.get('avx512_bf16')}, "
+          f"AMX {m.get('amx_bf16')}, torch {m['torch']}; measured {result['date']}. "
           "Times include the per-epoch dev evaluation and were taken on a shared machine: compare speed in "
           "bench_kd_step.md / teacher_cache.md, not here.", "", format_table(result), "", *paired_lines(result),
           f"![accuracy vs FLOPs]({os.path.basename(args.out)}.png)", ""]

@@ -526,7 +526,14 @@ def search(cfg: SearchConfig, overwrite: bool = False) -> dict:
     collate = make_collator(tokenizer)
     batches = [collate([ds[j] for j in range(i, min(i + cfg.batch_size, len(ds)))])
                for i in range(0, len(ds), cfg.batch_size)]
-    precision = resolve_precision(cfg.precision, cpu=device.type == "cpu")
+    shapes = None
+    if cfg.precision == "auto" and device.type == "cpu":  # the probe of the teacher's (and the subnets') widths
+        from transformers import AutoConfig
+
+        from distiller_nlp.core.engine import shapes_from_configs
+
+        shapes = shapes_from_configs([AutoConfig.from_pretrained(teacher_path)], cfg.batch_size, cfg.max_length)
+    precision = resolve_precision(cfg.precision, cpu=device.type == "cpu", shapes=shapes)
     if cfg.score == "task-proxy":
         scorer = TaskProxyScorer(cfg.proxy, tokenizer, cfg.max_length, cfg.seed, cfg.output_dir)
     else:

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Benchmark: teacher vs students trained with six KD objectives on the tweets, mean ± std over 3 seeds, + a plot.
 
-Protocol (fixed before the first measured run): exactly the demo's (``distiller_nlp.demo.PROTOCOL``: MiniLM-L6-H384
+Protocol (fixed before the first measured run): the demo's until issue #18 (``distiller_nlp.demo.PROTOCOL_V1``: MiniLM-L6-H384
 teacher fine-tuned on 4,000 tweets; student 3 × 256 teacher-initialised, 2 epochs, lr 1e-4, batch 32, 64 tokens,
 length-grouped batches; dev and test 3,724 tweets each), with three more student variants: logit KD + hidden MSE on
 skip-mapped layers (0/2/4/6 → 0/1/2/3, learned projections), NKD (γ=1.5, τ=1) + CE, DKD (α=1, β=8, T=4) + CE. The
 new variants read the teacher from a float16 output cache (``teacher_cache: auto``); the demo's three keep the live
-teacher. Seeds 1, 2, 3. The workspace is the demo's, so runs of the demo and of ``bench_demo_kd.py`` are reused.
+teacher. Seeds 1, 2, 3. The workspace (``runs/quality_v1``) is not the demo's since the demo moved to ``PROTOCOL``.
 
 Usage: ``python benchmarks/quality_tweets.py [--seeds 1,2,3] [--workspace runs/demo]``
 Writes ``benchmarks/results/quality_tweets.{json,md,png}``.
@@ -94,11 +94,11 @@ def paired_lines(result: dict) -> list:
 def main(argv=None) -> int:
     from bench_demo_kd import machine
 
-    from distiller_nlp.demo import PROTOCOL, format_table, run_demo
+    from distiller_nlp.demo import PROTOCOL_V1 as PROTOCOL, format_table, run_demo
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="1,2,3")
-    p.add_argument("--workspace", default="runs/demo")
+    p.add_argument("--workspace", default="runs/quality_v1")  # not the demo's: another protocol
     p.add_argument("--out", default=os.path.join(HERE, "results", "quality_tweets"))
     p.add_argument("--variants", default="",
                    help="comma-separated student variants to run (default: the demo's and the original extras)")

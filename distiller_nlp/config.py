@@ -236,6 +236,8 @@ class DataConfig:
     label_column: str = option("", help="label column of custom data", flag=True)
     max_train_examples: int = option(0, help="cap on training examples (seeded subset; 0 = all)", min=0, flag=True)
     max_eval_examples: int = option(0, help="cap on examples of each evaluation split (0 = all)", min=0, flag=True)
+    subset_seed: int = option(-1, help="seed of the capped train/eval subsets (-1: the run's train.seed); one value "
+                                       "gives a teacher and students of several seeds the same examples", min=-1)
 
 
 @dataclass

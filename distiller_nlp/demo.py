@@ -30,7 +30,9 @@ from distiller_nlp.config import DataConfig, DistillConfig, FinetuneConfig, KDCo
 from distiller_nlp.core.rundir import finished_run, read_json, write_json_atomic
 from distiller_nlp.core.train_args import TrainArgs
 
-PROTOCOL = {
+#: The protocol the demo ran until issue #18 (~25-40 min on two cores); ``benchmarks/quality_tweets.py`` and the
+#: numbers recorded with it (quality_tweets, quality_defaults, the first demo_kd table) use it.
+PROTOCOL_V1 = {
     "task": "tweets",
     "train_examples": 4000,  # seeded stratified subset of the training split
     "max_length": 64,
@@ -44,6 +46,31 @@ PROTOCOL = {
         "logit KD + MI-α": {"pred_loss": "kd", "temperature": 2.0, "kd_weight": 1.0, "hard_label_weight": 1.0,
                             "mapping": {"strategy": "skip", "loss": "mi_alpha", "weight": 1.0,
                                         "params": {"alpha": 0.9}}},
+    },
+    "demo_seeds": [1],
+}
+
+#: The demo since issue #18: the same models, losses and seeds as :data:`PROTOCOL_V1`, sized to finish within 10
+#: minutes on an idle 2-core machine (``make demo``, install included; measured wall time in README): fewer training
+#: examples, dev and test capped to seeded subsets, and the students read the teacher from its output cache
+#: (computed once per variant's layers) instead of running it every step.
+PROTOCOL = {
+    "task": "tweets",
+    "train_examples": 3000,
+    "eval_examples": 2000,  # seeded subsets of dev and test (3,724 each after de-duplication)
+    "subset_seed": 42,  # one training subset and one dev/test subset for the teacher, every student and TF-IDF
+    "max_length": 64,
+    "teacher": {"model": "minilm", "epochs": 2, "lr": 5e-5, "batch_size": 32, "seed": 42},
+    "student": {"shape": "layers=3,hidden=256,heads=8,intermediate=1024", "init": "teacher", "epochs": 2,
+                "lr": 1e-4, "batch_size": 32},
+    "group_by_length": True,
+    "variants": {
+        "no KD": {"pred_loss": "none", "kd_weight": 0.0, "hard_label_weight": 1.0},
+        "logit KD": {"pred_loss": "kd", "temperature": 2.0, "kd_weight": 1.0, "hard_label_weight": 1.0,
+                     "teacher_cache": "auto"},
+        "logit KD + MI-α": {"pred_loss": "kd", "temperature": 2.0, "kd_weight": 1.0, "hard_label_weight": 1.0,
+                            "mapping": {"strategy": "skip", "loss": "mi_alpha", "weight": 1.0,
+                                        "params": {"alpha": 0.9}}, "teacher_cache": "auto"},
     },
     "demo_seeds": [1],
 }
@@ -91,14 +118,16 @@ def run_or_resume(fn, cfg, run_dir: str, key: str, spec: dict) -> dict:
     return metrics
 
 
-def tfidf_baseline(task: str = "tweets", train_examples: int = 0, seed: int = 42) -> dict:
-    """TF-IDF (word 1-2 grams) + logistic regression on the same training examples; dev/test accuracy and time."""
+def tfidf_baseline(task: str = "tweets", train_examples: int = 0, seed: int = 42, eval_examples: int = 0) -> dict:
+    """TF-IDF (word 1-2 grams) + logistic regression on the same training examples; dev/test accuracy (on the same
+    capped evaluation subsets as the runs) and time."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     from distiller_nlp.tasks import load_task_data
 
-    ds, _ = load_task_data(task, max_train_examples=train_examples or None, seed=seed)
+    ds, _ = load_task_data(task, max_train_examples=train_examples or None, max_eval_examples=eval_examples or None,
+                           seed=seed)
     t0 = time.perf_counter()
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
     x = vec.fit_transform(ds["train"]["text"])
@@ -114,32 +143,42 @@ def tfidf_baseline(task: str = "tweets", train_examples: int = 0, seed: int = 42
 
 
 def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precision: str = "auto",
-             table_path: Optional[str] = None, protocol: Optional[dict] = None) -> dict:
+             table_path: Optional[str] = None, protocol: Optional[dict] = None,
+             teacher_precision: Optional[str] = None) -> dict:
     """Run the demo protocol (see module docstring); returns ``{"rows": [...], "summary": {...}}``.
 
     ``seeds`` defaults to ``PROTOCOL["demo_seeds"]``; ``benchmarks/bench_demo_kd.py`` runs more seeds of the same
     protocol. Every run directory under ``output_dir`` is an ordinary run (``metrics.json``, a student that loads
-    with ``AutoModelForSequenceClassification.from_pretrained``).
+    with ``AutoModelForSequenceClassification.from_pretrained``). ``precision`` applies to the students, and to the
+    teacher unless ``teacher_precision`` is given; students of a precision other than ``auto`` get their own run
+    directories (``..._seed1_bf16``), so both can sit in one workspace beside one teacher.
     """
+    t_demo = time.perf_counter()
     from distiller_nlp.kd.distillation import distill
     from distiller_nlp.kd.finetune import finetune_teacher
 
     p = protocol or PROTOCOL
     seeds = list(seeds or p["demo_seeds"])
     os.makedirs(output_dir, exist_ok=True)
-    data = DataConfig(task=p["task"], max_train_examples=p["train_examples"])
+    teacher_precision = teacher_precision or precision
+    data = DataConfig(task=p["task"], max_train_examples=p["train_examples"],
+                      max_eval_examples=p.get("eval_examples", 0), subset_seed=p.get("subset_seed", -1))
     t_spec = dict(p["teacher"], task=p["task"], train_examples=p["train_examples"], max_length=p["max_length"],
-                  precision=precision, group_by_length=p.get("group_by_length", False))
+                  precision=teacher_precision, group_by_length=p.get("group_by_length", False))
+    for key in ("eval_examples", "subset_seed"):
+        if key in p:
+            t_spec[key] = p[key]
     t_key = protocol_hash(t_spec)
     teacher_dir = os.path.join(output_dir, "teacher")
     print(f"[demo] 1/3 teacher: fine-tune {p['teacher']['model']} on {p['train_examples']} {p['task']} examples")
     t_cfg = FinetuneConfig(model=p["teacher"]["model"], output_dir=teacher_dir, data=data,
-                           train=_train_args(p["teacher"], p["teacher"]["seed"], precision, p["max_length"],
+                           train=_train_args(p["teacher"], p["teacher"]["seed"], teacher_precision, p["max_length"],
                                              p.get("group_by_length", False)))
     teacher_metrics = run_or_resume(finetune_teacher, t_cfg, teacher_dir, t_key, t_spec)
 
     print("[demo] 2/3 TF-IDF + logistic regression on the same training examples")
-    baseline = tfidf_baseline(p["task"], p["train_examples"], seed=p["teacher"]["seed"])
+    baseline = tfidf_baseline(p["task"], p["train_examples"], seed=p.get("subset_seed", p["teacher"]["seed"]),
+                              eval_examples=p.get("eval_examples", 0))
 
     rows = [{"model": "teacher MiniLM-L6-H384 (fine-tuned)", "seed": p["teacher"]["seed"],
              "eval_accuracy": teacher_metrics["eval_accuracy"], "test_accuracy": teacher_metrics.get("test_accuracy"),
@@ -160,10 +199,14 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
             if "mapping" in variant:
                 kd.mapping = MappingConfig(**variant["mapping"])
             slug = name.lower().replace(" + ", "_").replace(" ", "_").replace("-α", "_alpha")
-            run_dir = os.path.join(output_dir, f"student_{slug}_seed{seed}")
+            suffix = "" if precision == "auto" else f"_{precision}"
+            run_dir = os.path.join(output_dir, f"student_{slug}_seed{seed}{suffix}")
             spec = {"variant": variant, "student": p["student"], "seed": seed, "teacher": t_key,
                     "train_examples": p["train_examples"], "max_length": p["max_length"], "precision": precision,
                     "group_by_length": p.get("group_by_length", False)}
+            for key in ("eval_examples", "subset_seed"):
+                if key in p:
+                    spec[key] = p[key]
             cfg = DistillConfig(teacher=teacher_dir, student_shape=p["student"]["shape"],
                                 student_init=p["student"]["init"], output_dir=run_dir, data=data, kd=kd,
                                 train=_train_args(p["student"], seed, precision, p["max_length"],
@@ -177,7 +220,8 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
                          "examples_per_s": m["examples_per_s"], "flops_ratio": m.get("flops_ratio")})
 
     summary = summarize(rows)
-    result = {"protocol": p, "seeds": seeds, "precision": precision, "rows": rows, "summary": summary}
+    result = {"protocol": p, "seeds": seeds, "precision": precision, "rows": rows, "summary": summary,
+              "wall_s": round(time.perf_counter() - t_demo, 1)}
     table = format_table(result)
     print()
     print(table)
@@ -189,7 +233,7 @@ def run_demo(output_dir: str = "runs/demo", seeds: Optional[list] = None, precis
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(table + "\n")
     os.replace(tmp, path)
-    print(f"\n[demo] table written to {path}")
+    print(f"\n[demo] table written to {path} ({result['wall_s']:.0f} s in this call)")
     return result
 
 

@@ -7,6 +7,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "DISTILLER_NLP_CACHE" not in os.environ:  # the precision probe's verdicts: per test session, not the user's cache
+    import tempfile
+
+    os.environ["DISTILLER_NLP_CACHE"] = tempfile.mkdtemp(prefix="distiller-nlp-cache-")
 
 import random  # noqa: E402
 

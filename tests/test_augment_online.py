@@ -6,7 +6,6 @@ import os
 
 import datasets
 import numpy as np
-import pytest
 
 from distiller_nlp.augment import augment_dataset
 from distiller_nlp.augment.online import AugmentedTrainSet, round_seed

@@ -480,3 +480,20 @@ def test_make_tweets_sst2_round_trip(tweets, tmp_path, monkeypatch, capsys):
     with pytest.raises(DistillerError, match="already exists"):
         D.make_tweets_sst2(out)
     assert main(["make-tweets-sst2", str(out)]) == 2
+
+
+def test_collator_stacks_numpy_columns_in_one_copy():
+    """NumPy-formatted columns (a teacher cache read without the cache's own collate hook) are stacked, not passed
+    element by element to torch.tensor (which took 0.4 s per 32 × 64 × 384 batch)."""
+    import numpy as np
+    import torch
+
+    from distiller_nlp.models import load_tokenizer
+    from distiller_nlp.tasks import make_collator
+
+    collate = make_collator(load_tokenizer("minilm"))
+    rows = [{"input_ids": [101, 7, 102], "labels": i % 2, "feat": np.full((3, 4), i, dtype=np.float32)}
+            for i in range(3)]
+    batch = collate(rows)
+    assert batch["feat"].shape == (3, 3, 4) and batch["feat"].dtype == torch.float32
+    assert batch["feat"][2].eq(2).all()

@@ -27,3 +27,22 @@ def test_flops_at_128_from_run_metrics():
          "student_head_dim": 32}
     assert flops_at_128(m, "student") == 654311424  # closed form, see test_flops.py
     assert flops_at_128({}, "student") is None
+
+
+def test_one_subset_seed_gives_every_run_the_same_examples():
+    """The demo protocol's ``subset_seed``: students of seeds 1 and 2 see the teacher's training subset and one dev
+    subset; without it each run seed draws its own (the behaviour of PROTOCOL_V1)."""
+    from distiller_nlp.config import DataConfig
+    from distiller_nlp.demo import PROTOCOL_V1
+    from distiller_nlp.tasks.loading import load_data_config
+
+    fixed = DataConfig(task="tweets", max_train_examples=60, max_eval_examples=30, subset_seed=42)
+    a, _ = load_data_config(fixed, seed=1)
+    b, _ = load_data_config(fixed, seed=2)
+    assert a["train"]["text"] == b["train"]["text"] and a["validation"]["text"] == b["validation"]["text"]
+    assert len(a["validation"]) == 30
+    free = DataConfig(task="tweets", max_train_examples=60, max_eval_examples=30)
+    c, _ = load_data_config(free, seed=1)
+    d, _ = load_data_config(free, seed=2)
+    assert c["train"]["text"] != d["train"]["text"]
+    assert PROTOCOL["subset_seed"] == 42 and "subset_seed" not in PROTOCOL_V1

@@ -80,11 +80,14 @@ def test_auto_precision_per_gpu(fake_gpu, capability, expected):
     assert prec.resolve_precision("fp16") == "fp16"
 
 
-def test_auto_precision_on_cpu_follows_the_kernels(monkeypatch):
+def test_auto_precision_on_cpu_follows_the_probe(monkeypatch):
+    """auto on a CPU = the probe's verdict (measured fp32 / bf16 ratio >= 1.05 -> bf16), never a flag alone."""
+    from distiller_nlp.core.engine import precision_probe as pp
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for fast, expected in ((True, "bf16"), (False, "no")):
-        monkeypatch.setattr(prec, "_BF16_FAST_CACHE", {"cpu": fast})
-        assert prec.resolve_precision("auto") == expected
+    for verdict in ("bf16", "no"):
+        monkeypatch.setattr(pp, "decide", lambda shapes=None, broadcast=None, is_main=True, v=verdict: v)
+        assert prec.resolve_precision("auto") == verdict
     with pytest.raises(DistillerError, match="fp16 needs a CUDA GPU"):
         prec.resolve_precision("fp16")
 
@@ -96,7 +99,9 @@ def test_a_second_command_in_one_process_may_use_another_precision(monkeypatch):
 
     from distiller_nlp.core.train_args import TrainArgs
 
-    monkeypatch.setattr(prec, "_BF16_FAST_CACHE", {"cpu": True})
+    from distiller_nlp.core.engine import precision_probe as pp
+
+    monkeypatch.setattr(pp, "decide", lambda shapes=None, broadcast=None, is_main=True: "bf16")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     AcceleratorState._reset_state(reset_partial_state=True)
     first = prec.make_accelerator(TrainArgs(precision="auto", report_to="none"))

@@ -114,6 +114,11 @@ class TrainArgs:
     optim: str = option("auto", help="{choices} (auto = fused AdamW on CPU/CUDA)", choices=OPTIMIZERS, flag=True)
     push_to_hub: str = option("", help="when the run ends, upload the exported model (weights, tokenizer, model "
                                        "card) to this Hub repository (owner/name; created private)", flag=True)
+    frozen_in_compute_dtype: bool = option(True, help="hold frozen modules (the teacher) in the compute dtype once "
+                                                     "(bf16 runs: half the teacher's memory, no per-step weight "
+                                                     "casts; losses stay fp32)")
+    compile: bool = option(False, help="torch.compile the student and the frozen teacher (opt-in: the first steps "
+                                       "pay the compilation; see benchmarks/results/bench_kd_step.md)", flag=True)
     num_workers: int = option(0, help="DataLoader worker processes per process (0: load in the main thread)", min=0,
                               flag=True)
 

@@ -23,6 +23,33 @@ from distiller_nlp.tasks import task_metric_fn
 
 logger = logging.getLogger(__name__)
 
+def probe_shapes_for(cfg: DistillConfig):
+    """The matmul / attention shapes of a distillation run (teacher and student configs, batch × max length) for
+    ``precision: auto``'s probe, read before any weights load; None (the generic probe) when a config cannot be read
+    here — the run's own validation reports that later, with its own message."""
+    if cfg.train.precision != "auto":
+        return None
+    from transformers import AutoConfig, BertConfig
+
+    from distiller_nlp.core.engine import shapes_from_configs
+    from distiller_nlp.core.shape import parse_student_shape
+    from distiller_nlp.models import resolve_model_path
+
+    configs = []
+    try:
+        configs.append(AutoConfig.from_pretrained(resolve_model_path(cfg.teacher)))
+        if cfg.student:
+            configs.append(AutoConfig.from_pretrained(resolve_model_path(cfg.student)))
+        else:
+            shape = parse_student_shape(cfg.student_shape)
+            configs.append(BertConfig(hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+                                      num_attention_heads=shape.heads, head_dim=int(shape.head_dim)))
+    except Exception:  # noqa: BLE001 - a probe hint only; validation reports bad models and shapes
+        if not configs:
+            return None
+    return shapes_from_configs(configs, cfg.train.batch_size, cfg.train.max_length)
+
+
 def cache_teacher(cfg: DistillConfig, output_dir: str, overwrite: bool = False) -> dict:
     """Compute the teacher outputs the KD config ``cfg`` needs on its training set and save them to ``output_dir``.
 
@@ -37,7 +64,7 @@ def cache_teacher(cfg: DistillConfig, output_dir: str, overwrite: bool = False) 
     key = tc.cache_key_for(run)
     layers = run.module.teacher_hidden_layers
     # The teacher runs on this process's device (a GPU unless --cpu); under a launcher rank 0 computes and writes.
-    accelerator = make_accelerator(cfg.train)
+    accelerator = make_accelerator(cfg.train, probe_shapes=probe_shapes_for(cfg))
     if accelerator.is_main_process:
         run.teacher.to(accelerator.device)
         ds = tc.compute_teacher_outputs(run.tok["train"], run.teacher, key, layers,
@@ -68,7 +95,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
     out = TrainingRun(cfg.output_dir, resume=resume, overwrite=overwrite)
     # The process's one Accelerator, before anything else touches the process state: offline augmentation shards
     # its work over the ranks, the teacher cache runs the teacher on its device (rank 0 first).
-    accelerator = make_accelerator(cfg.train, out.output_dir, tracking=True)
+    accelerator = make_accelerator(cfg.train, out.output_dir, tracking=True, probe_shapes=probe_shapes_for(cfg))
     run = prepare_distillation(cfg)
     teacher, student, module, task, tokenizer = run.teacher, run.student, run.module, run.task, run.tokenizer
     t_cache = time.perf_counter()

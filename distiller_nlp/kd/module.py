@@ -213,7 +213,7 @@ class DistillModule(nn.Module):
                 return self.critics[m.module_key](h_s, h_t, mask=mask)
             if m.module_key in self.projections:
                 h_s = self.projections[m.module_key](h_s)
-            return self._fns[m.loss](h_s, h_t.to(h_s.dtype), mask=mask, **m.params)
+            return self._fns[m.loss](h_s.float(), h_t.float(), mask=mask, **m.params)  # fp32 losses
         qkv_s = cap.qkv[m.layer_S]
         qkv_t = batch["teacher_qkv"][m.layer_T]
         params = dict(m.params)
@@ -230,15 +230,16 @@ class DistillModule(nn.Module):
         with FeatureCapture(self.student, hidden_layers=self.student_hidden_layers,
                             qkv_layers=self.student_qkv_layers) as cap:
             logits = self.student(**inputs).logits
+        logits = logits.float()  # the losses accumulate in fp32 whatever the autocast dtype (bf16 logits otherwise)
         out = {}
         total = logits.new_zeros((), dtype=torch.float32)
         temperature = self.current("temperature")
         kd_weight, hard_weight = self.current("kd_weight"), self.current("hard_label_weight")
         inter_factor = self.current("intermediate_weight")
         if self.needs_teacher_logits:
-            t_logits = batch["teacher_logits"].to(logits.dtype)
+            t_logits = batch["teacher_logits"].float()
             if "teacher_logits_extra" in batch:
-                t_logits = ensemble_logits([t_logits] + [t.to(logits.dtype) for t in batch["teacher_logits_extra"]],
+                t_logits = ensemble_logits([t_logits] + [t.float() for t in batch["teacher_logits_extra"]],
                                            temperature,
                                            average_logits=not LOSSES.meta(kd.pred_loss).get("probabilities"))
             mix = (batch["mix_lambda"], batch["mix_perm"]) if mixed else None

@@ -149,7 +149,11 @@ def load_task_data(
 
 def load_data_config(data: Any, seed: int = 42):
     """:func:`load_task_data` for a recipe's ``data`` section (a :class:`~distiller_nlp.config.DataConfig`:
-    ``task``, ``data_dir``, ``*_column``, ``max_train_examples``, ``max_eval_examples``; empty values = unset)."""
+    ``task``, ``data_dir``, ``*_column``, ``max_train_examples``, ``max_eval_examples``; empty values = unset).
+    The subsets are drawn with ``data.subset_seed`` when it is set (>= 0), else with ``seed`` (the run's)."""
+    subset_seed = getattr(data, "subset_seed", -1)
+    if subset_seed is not None and subset_seed >= 0:
+        seed = subset_seed
     return load_task_data(data.task, data_dir=data.data_dir or None, text_column=data.text_column or None,
                           text_pair_column=data.text_pair_column or None, label_column=data.label_column or None,
                           max_train_examples=data.max_train_examples or None,

@@ -6,6 +6,8 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.tasks.spec import LABEL, TEXT, TEXT_PAIR
 
@@ -159,6 +161,8 @@ def make_collator(tokenizer, is_regression: bool | None = None, pad_to_multiple_
                 continue
             if isinstance(values[0], torch.Tensor):
                 batch[k] = torch.stack(values)
+            elif isinstance(values[0], np.ndarray):  # e.g. cached teacher outputs in NumPy format: one copy
+                batch[k] = torch.from_numpy(np.stack(values))
             else:
                 batch[k] = torch.tensor(values)
         return batch

@@ -67,6 +67,21 @@ class EngineResult:
     log_history: list = field(default_factory=list)  # mean training losses every ``logging_steps``
 
 
+def compute_dtype(precision: str):
+    """The dtype frozen modules are held in under ``precision``: bf16 for ``bf16``; None (keep fp32) otherwise —
+    fp16 weights would overflow where fp16 autocast keeps its fp32 ops."""
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def compile_modules(module: nn.Module, frozen: list) -> None:
+    """``--compile``: ``nn.Module.compile()`` (in place: parameter names and checkpoints unchanged) on the module's
+    ``student`` (or the module itself) and on each frozen module; the loss code around them stays eager."""
+    target = getattr(module, "student", None)
+    (target if isinstance(target, nn.Module) else module).compile()
+    for f in frozen:
+        f.compile()
+
+
 # ------------------------------------------------------------------------------------------------ engine
 
 class Engine:
@@ -126,7 +141,10 @@ class Engine:
         self.callbacks: list[Callback] = list(callbacks or [])
         unused = bool(getattr(module, "has_unused_parameters", False))
         if accelerator is None:
-            accelerator = make_accelerator(args, output_dir, tracking=True, find_unused=unused)
+            from distiller_nlp.core.engine.precision_probe import shapes_from_models
+
+            shapes = shapes_from_models([module, *(frozen or [])], args.batch_size, getattr(args, "max_length", 1))
+            accelerator = make_accelerator(args, output_dir, tracking=True, find_unused=unused, probe_shapes=shapes)
         elif unused and accelerator.ddp_handler is not None:
             accelerator.ddp_handler.find_unused_parameters = True
         self.accelerator = accelerator
@@ -144,11 +162,16 @@ class Engine:
             for ds in (eval_datasets or {}).values()
         ]
         self.frozen = frozen or []
+        frozen_dtype = compute_dtype(self.precision) if getattr(args, "frozen_in_compute_dtype", True) else None
         for f in self.frozen:
             f.to(accelerator.device)
+            if frozen_dtype is not None:  # cast once: no per-step weight casts under autocast, half the memory
+                f.to(frozen_dtype)
             f.eval()
             for p in f.parameters():
                 p.requires_grad_(False)
+        if getattr(args, "compile", False):
+            compile_modules(module, self.frozen)
 
         module = sync_batchnorm(module, accelerator)
         self.module = module
@@ -352,10 +375,17 @@ class Engine:
                 "global_step": self.state["global_step"],
                 "best_step": self.state["best_step"],
                 "precision": self.precision,
+                "precision_requested": getattr(args, "precision", self.precision),
                 "world_size": acc.num_processes,
                 "ranks_in_sync": ranks_in_sync(acc, self.model),
             }
         )
+        if metrics["precision_requested"] == "auto" and acc.device.type == "cpu":
+            from distiller_nlp.core.engine.precision_probe import last_probe
+
+            ratio = last_probe().get("ratio")
+            if ratio is not None:  # the probe's bf16 speed over fp32 on this run's shapes
+                metrics["precision_probe_bf16_speedup"] = ratio
         if not metrics["ranks_in_sync"]:
             logger.warning("the ranks ended with different weights (parameter checksums differ)")
         self._event("on_train_end", metrics)

@@ -6,8 +6,11 @@
 * an older CUDA GPU (V100 = sm70, T4 = sm75): **fp16** autocast with dynamic loss scaling (accelerate's GradScaler);
   ``torch.cuda.is_bf16_supported()`` alone says yes there too, by emulation, so it is asked with
   ``including_emulation=False`` and the capability decides;
-* a CPU: bf16 where it has AMX tiles or AVX-512 bf16 (fast kernels), fp32 otherwise (an AVX2-only CPU runs bf16
-  matmuls far slower than fp32; ratios in ``benchmarks/results/bench_kd_step.md``).
+* a CPU: **by measurement** (:mod:`.precision_probe`): without AMX or AVX-512 bf16 instructions fp32 at once (an
+  AVX2-only CPU runs bf16 matmuls hundreds of times slower); with them, a ~0.3 s probe of the run's own linear and
+  attention shapes in fp32 and bf16 autocast, bf16 only when it is >= 5 % faster, the verdict cached per machine and
+  shape class (ratios in ``benchmarks/results/bench_kd_step.md``). Under several processes rank 0 probes and every
+  rank takes its verdict.
 
 Every command of a process shares one ``AcceleratorState`` (accelerate keeps it in a singleton). A later command that
 asks for another precision (``run RECIPE``: a teacher stage in ``auto`` then a student stage with ``--precision no``)
@@ -57,7 +60,8 @@ def gpu_precision(device_index: Optional[int] = None) -> str:
 
 
 def bf16_is_fast(on_gpu: Optional[bool] = None) -> bool:
-    """True where bf16 matmuls run fast: a CUDA GPU with native bf16 (sm80+), or a CPU with AMX tiles or AVX-512 bf16.
+    """True where bf16 kernels exist: a CUDA GPU with native bf16 (sm80+), or a CPU with AMX tiles or AVX-512 bf16
+    (whether they are faster for a run's shapes is what ``auto``'s probe measures).
 
     ``on_gpu=None`` means "a GPU if one is available"."""
     if on_gpu is None:
@@ -73,8 +77,12 @@ def bf16_is_fast(on_gpu: Optional[bool] = None) -> bool:
     return _BF16_FAST_CACHE["cpu"]
 
 
-def resolve_precision(precision: str, cpu: bool = False) -> str:
-    """Map ``auto|no|bf16|fp16`` to what accelerate understands (``no``/``bf16``/``fp16``), logging the choice."""
+def resolve_precision(precision: str, cpu: bool = False, shapes=None, broadcast=None, is_main: bool = True) -> str:
+    """Map ``auto|no|bf16|fp16`` to what accelerate understands (``no``/``bf16``/``fp16``), logging the choice.
+
+    ``shapes``: the run's :class:`~distiller_nlp.core.engine.precision_probe.ProbeShapes` for ``auto`` on a CPU (the
+    generic probe when None); ``broadcast`` / ``is_main``: see :func:`~distiller_nlp.core.engine.precision_probe.
+    decide`."""
     on_gpu = torch.cuda.is_available() and not cpu
     if precision == "auto":
         if on_gpu:
@@ -82,12 +90,9 @@ def resolve_precision(precision: str, cpu: bool = False) -> str:
             logger.info("precision auto: %s autocast on this GPU (compute capability %s)", chosen,
                         ".".join(map(str, torch.cuda.get_device_capability())))
             return chosen
-        chosen = "bf16" if bf16_is_fast(False) else "no"
-        if chosen == "no":
-            logger.info("precision auto: bf16 is not fast on this CPU, training in fp32")
-        else:
-            logger.info("precision auto: bf16 autocast (this CPU runs bf16 matmuls fast)")
-        return chosen
+        from distiller_nlp.core.engine.precision_probe import decide
+
+        return decide(shapes, broadcast=broadcast, is_main=is_main)
     if precision not in ("no", "bf16", "fp16"):
         raise DistillerError(f"unknown precision '{precision}' (use auto, no, bf16 or fp16)")
     if precision == "fp16" and not on_gpu:
@@ -110,10 +115,35 @@ def _fit_accelerator_state(mixed: str, cpu: bool) -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
-def make_accelerator(args, output_dir: Optional[str] = None, tracking: bool = False, find_unused: bool = False):
+def _auto_on_cpu(args, cpu: bool, shapes):
+    """``auto`` on a CPU: rank 0's probe verdict for every rank (a launcher's ``WORLD_SIZE`` > 1 starts the process
+    group here, with the same ``cpu`` setting the Accelerator gets next)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return resolve_precision(args.precision, cpu=cpu, shapes=shapes)
+    from accelerate.state import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState(cpu=cpu)
+    if state.num_processes <= 1:
+        return resolve_precision(args.precision, cpu=cpu, shapes=shapes)
+
+    def broadcast(entry):
+        box = [entry]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    return resolve_precision(args.precision, cpu=cpu, shapes=shapes, broadcast=broadcast,
+                             is_main=state.is_main_process)
+
+
+def make_accelerator(args, output_dir: Optional[str] = None, tracking: bool = False, find_unused: bool = False,
+                     probe_shapes=None):
     """The Accelerator every command uses: precision resolved per device, seedable sampler, DDP kwargs, the
     tracker of ``args.report_to`` (with ``tracking``); checks the launch (see
     :func:`distiller_nlp.core.distributed.check_launch`).
+
+    ``probe_shapes``: the run's shapes for ``precision: auto`` on a CPU
+    (:func:`~distiller_nlp.core.engine.precision_probe.shapes_from_models` / ``shapes_from_configs``).
 
     ``find_unused``: DDP tolerates parameters without gradients (set by callers whose module leaves some unused:
     general distillation's classifier, SuperLM subnets), as does ``args.find_unused_parameters``."""
@@ -123,7 +153,11 @@ def make_accelerator(args, output_dir: Optional[str] = None, tracking: bool = Fa
     from distiller_nlp.core.distributed import check_launch
 
     cpu = bool(args.cpu) or not torch.cuda.is_available()  # without a GPU, --cpu is implied (also under a launcher)
-    mixed = resolve_precision(args.precision, cpu=cpu)
+    on_gpu = torch.cuda.is_available() and not cpu
+    if args.precision == "auto" and not on_gpu:
+        mixed = _auto_on_cpu(args, cpu, probe_shapes)
+    else:
+        mixed = resolve_precision(args.precision, cpu=cpu)
     _fit_accelerator_state(mixed, cpu)
     trackers = parse_report_to(getattr(args, "report_to", "none")) if tracking else []
     if trackers and output_dir is None:

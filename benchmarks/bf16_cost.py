@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Benchmark: the accuracy cost of bf16 autocast — logit KD and logit KD + MI-α students, fp32 vs bf16, paired by seed.
 
-Protocol (fixed before the first measured run): the tweets protocol of the demo (``distiller_nlp.demo.PROTOCOL``,
-which ``bench_demo_kd.py`` runs too): the packaged MiniLM-L6-H384 teacher fine-tuned once (``precision: auto``) on
+Protocol (fixed before the first measured run): the tweets protocol the demo had then (``distiller_nlp.demo.
+PROTOCOL_V2``; ``bench_demo_kd.py --protocol v2`` runs it too): the packaged MiniLM-L6-H384 teacher fine-tuned once (``precision: auto``) on
 the seeded 3,000-example training subset; students ``layers=3,hidden=256,heads=8,intermediate=1024``, initialised
 from teacher layers, 2 epochs, lr 1e-4, batch 32, 64 tokens, length-grouped batches, the teacher read from its
 float16 output cache (the same cached outputs for both precisions, so only the student's arithmetic differs); two
@@ -13,7 +13,7 @@ in dev and test accuracy (2,000 seeded examples each) with a 95 % t-interval ove
 the two precisions' training (examples/s). Goal (issue #18): |mean difference| ≤ 0.5 points.
 
 Usage: ``python benchmarks/bf16_cost.py [--seeds 1,2,3] [--workspace runs/demo]`` → ``benchmarks/results/
-bf16_cost.{json,md,png}``. Finished runs are reused (the workspace is the demo's); interrupted ones resume. On a CPU
+bf16_cost.{json,md,png}``. Finished runs are reused (the workspace is ``bench_demo_kd.py --protocol v2``'s); interrupted ones resume. On a CPU
 without fast bf16 the bf16 runs are slow (hundreds of times on AVX2-only); the script then says so in the table.
 """
 
@@ -71,15 +71,15 @@ def plot(pairs: dict, path: str) -> None:
 def main(argv=None) -> int:
     from bench_demo_kd import machine, machine_line
 
-    from distiller_nlp.demo import PROTOCOL, run_demo
+    from distiller_nlp.demo import PROTOCOL_V2, run_demo
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--workspace", default="runs/demo")
+    ap.add_argument("--workspace", default="runs/demo_v2")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bf16_cost"))
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    protocol = copy.deepcopy(PROTOCOL)
+    protocol = copy.deepcopy(PROTOCOL_V2)
     protocol["variants"] = {v: protocol["variants"][v] for v in VARIANTS}
     results = {}
     for precision in PRECISIONS:

@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 import warnings
 import zlib
 from typing import Optional
 
 from distiller_nlp.core.distributed import refuse_several_processes
+from distiller_nlp.core.errors import RunInterrupted
 
 from distiller_nlp.autodistiller.metadataset import meta_recorders
 from distiller_nlp.core.engine.callbacks import Callback
@@ -42,7 +42,9 @@ logger = logging.getLogger(__name__)
 
 
 def _redact(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    from distiller_nlp.core.card import redact  # the one redaction rule (passwords in URLs, token=... values)
+
+    return redact(url)
 
 
 def make_storage(url: str):
@@ -266,6 +268,7 @@ def run_hpo(cfg, trials: int, space: Optional[str] = None, storage: Optional[str
     finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                        optuna.trial.TrialState.FAIL)
     main = task.main_metric
+    interrupted: list = []
 
     def objective(trial):
         params = sp.suggest(trial)
@@ -281,6 +284,12 @@ def run_hpo(cfg, trials: int, space: Optional[str] = None, storage: Optional[str
         except optuna.TrialPruned:
             print(f"[hpo] trial {trial.number} pruned")
             raise
+        except RunInterrupted as exc:  # SIGTERM/SIGINT: stop the study; a resumed hpo reruns this pipeline first
+            interrupted.append(exc)
+            trial.set_user_attr("error", "interrupted")
+            study.enqueue_trial(params, skip_if_exists=False)
+            trial.study.stop()
+            raise
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
             print(f"[hpo] trial {trial.number} failed: {exc}")
@@ -289,8 +298,9 @@ def run_hpo(cfg, trials: int, space: Optional[str] = None, storage: Optional[str
         print(f"[hpo] trial {trial.number}: {main} {value:.4f}")
         return value
 
-    def n_finished() -> int:
-        return len(study.get_trials(deepcopy=False, states=finished_states))
+    def n_finished() -> int:  # an interrupted trial does not use up the budget: it is rerun
+        return sum(t.user_attrs.get("error") != "interrupted"
+                   for t in study.get_trials(deepcopy=False, states=finished_states))
 
     def stop_when_done(study_, trial_) -> None:
         if n_finished() >= trials:
@@ -300,6 +310,8 @@ def run_hpo(cfg, trials: int, space: Optional[str] = None, storage: Optional[str
     if remaining > 0:
         study.optimize(objective, n_trials=remaining, catch=(Exception,), callbacks=[stop_when_done],
                        gc_after_trial=True)
+        if interrupted:  # optuna caught it (catch=Exception) and marked the trial failed; the user asked to stop
+            raise interrupted[0]
     else:
         print(f"[hpo] study '{name}' already holds {n_finished()} finished trials (target {trials})")
     return _summarise(study, cfg, out, url, name, main)

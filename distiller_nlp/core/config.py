@@ -22,6 +22,7 @@ Depends on PyYAML and the standard library only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import MISSING, field
@@ -192,13 +193,18 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise DistillerError(f"key '{key}' in {source} must be a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None and not math.isfinite(number):
+            raise DistillerError(f"key '{key}' in {source} must be a finite number, got {value!r}")
+        if number is not None:
+            return number
         raise DistillerError(f"key '{key}' in {source} must be a number, got {value!r}")
     if tp is str:
         if value is None:

@@ -14,3 +14,24 @@ class DistillerError(ValueError):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class RunInterrupted(DistillerError):
+    """SIGTERM/SIGINT stopped a training run at a step boundary after a complete checkpoint was saved; the message
+    says how to resume. Exit status 75 (``EX_TEMPFAIL``: try again)."""
+
+    exit_code = 75
+
+
+class NonFiniteError(DistillerError):
+    """A loss or gradient became NaN/Inf: the run stopped without promoting the model; the last good checkpoint is
+    kept. Exit status 3."""
+
+    exit_code = 3
+
+
+class DiskFullError(DistillerError):
+    """A checkpoint could not be written (e.g. no space left); the previous checkpoint is intact. Exit status 74
+    (``EX_IOERR``)."""
+
+    exit_code = 74

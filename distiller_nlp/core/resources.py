@@ -33,9 +33,12 @@ def find_resource(name_or_path: str, roots: Iterable[Path], what: str = "recipe"
     roots = [Path(r) for r in roots]
     stem = path[: -len(suffix)] if path.endswith(suffix) else path
     for root in roots:
-        candidate = root / f"{stem}{suffix}"
+        candidate = (root / f"{stem}{suffix}").resolve()
+        if root.resolve() not in candidate.parents:  # a name never leaves the shipped tree (``../../x``)
+            raise DistillerError(f"{what} name {name_or_path} points outside the shipped {what}s; give a path to "
+                                 "an existing file instead")
         if candidate.is_file():
-            return str(candidate)
+            return str(root / f"{stem}{suffix}")
     shipped = [n for root in roots for n in list_resources(root, suffix)]
     raise DistillerError(f"{what} not found: {name_or_path} is neither a file nor a shipped {what} "
                          f"(shipped: {', '.join(shipped) or 'none'})")

@@ -19,8 +19,8 @@ import os
 from typing import Any, Callable, Iterable, Optional
 
 from distiller_nlp.core.config import dump_yaml
-from distiller_nlp.core.rundir import (METRICS_FILE, check_output_dir, create_output_dir, finished_run,
-                                       is_main_process, promote_best, write_json_atomic)
+from distiller_nlp.core.rundir import (METRICS_FILE, OutputDirLock, check_output_dir, create_output_dir,
+                                       finished_run, is_main_process, promote_best, write_json_atomic)
 
 __all__ = ["TrainingRun", "finished_run"]
 
@@ -43,6 +43,10 @@ class TrainingRun:
         self.resume = bool(resume)
         self.overwrite = bool(overwrite)
         self.started = False
+        # One writer per directory: a second run on it fails here, before any model loads (main process only).
+        self.lock = OutputDirLock(output_dir)
+        if is_main_process():
+            self.lock.acquire()
 
     def path(self, *parts: str) -> str:
         """A path inside the run directory."""
@@ -51,6 +55,9 @@ class TrainingRun:
     def start(self, config: Any = None, config_file: str = CONFIG_FILE) -> None:
         """Create (or, with ``overwrite``, empty) the directory and write the resolved config as YAML (main process
         only). Call once every input was validated."""
+        if is_main_process():  # before --overwrite empties anything (a no-op when __init__ locked it)
+            os.makedirs(os.path.dirname(os.path.abspath(self.output_dir)), exist_ok=True)
+            self.lock.acquire()
         create_output_dir(self.output_dir, overwrite=self.overwrite)
         if config is not None and is_main_process():
             dump_yaml(config, self.path(config_file))
@@ -80,5 +87,6 @@ class TrainingRun:
 
                 metrics["pushed_to"] = push_to_hub(self.output_dir, repo)
         engine.accelerator.wait_for_everyone()
+        self.lock.release()
         return metrics
 

@@ -20,7 +20,8 @@ import numpy as np
 from distiller_nlp.core.errors import DistillerError
 
 __all__ = ["METRICS_FILE", "is_main_process", "world_size", "check_output_dir", "create_output_dir",
-           "write_json_atomic", "write_text_atomic", "read_json", "promote_best", "finished_run"]
+           "write_json_atomic", "write_text_atomic", "read_json", "promote_best", "finished_run", "OutputDirLock",
+           "lock_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +125,108 @@ def finished_run(run_dir: str, accept: Optional[Callable[[dict], bool]] = None,
     if accept is not None and not accept(metrics):
         return None
     return metrics
+
+
+# ------------------------------------------------------------------------------------------------ one writer
+
+_HELD: dict = {}  # lock path -> [file object, holders] of the locks this process holds (re-entrant per process)
+
+
+def lock_path(output_dir: str) -> str:
+    """The advisory lock file of a run directory: ``.<name>.lock`` beside it (inside, it would make an empty
+    directory non-empty and be deleted by ``--overwrite``)."""
+    full = os.path.abspath(output_dir)
+    return os.path.join(os.path.dirname(full), f".{os.path.basename(full)}.lock")
+
+
+class OutputDirLock:
+    """One writer per output directory: an advisory ``flock`` on :func:`lock_path`, held while a run writes.
+
+    A second process that asks for the same directory fails at once with a one-line error naming the holder (pid,
+    host, command). The operating system drops the lock when its process dies, so a stale lock file left by a killed
+    run is simply taken over. Re-entrant within one process (a run resumed in the same Python session, nested
+    stages). Only the main process of a launched run locks; :meth:`release` (or garbage collection) unlocks."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.path = lock_path(output_dir)
+        self.held = False
+
+    def acquire(self) -> "OutputDirLock":
+        if self.held:
+            return self
+        entry = _HELD.get(self.path)
+        if entry is not None:
+            entry[1] += 1
+            self.held = True
+            return self
+        import fcntl
+        import socket
+        import sys
+        import time
+
+        if not os.path.isdir(os.path.dirname(self.path)):
+            return self  # nothing can write there yet; start() locks once the parent exists
+        for _ in range(5):  # the file may be removed by its releasing holder between open() and flock()
+            fh = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                break
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except OSError:
+                same = False
+            if same:
+                break
+            fh.close()
+        else:
+            raise DistillerError(f"could not lock output directory {self.output_dir} ({self.path} keeps changing)")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # held already when the loop found it ours
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            try:
+                info = json.loads(holder)
+                holder = (f"process {info.get('pid')} on {info.get('host')} (started {info.get('started')}: "
+                          f"{info.get('command')})")
+            except ValueError:
+                pass
+            raise DistillerError(f"output directory {self.output_dir} is in use by {holder}; wait for it to end or "
+                                 "choose another --output-dir")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                             "command": " ".join(os.path.basename(a) if i == 0 else a
+                                                 for i, a in enumerate(sys.argv))[:200]}))
+        fh.flush()
+        _HELD[self.path] = [fh, 1]
+        self.held = True
+        return self
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        entry = _HELD.get(self.path)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _HELD[self.path]
+        fh = entry[0]
+        try:
+            os.remove(self.path)  # before unlocking: a waiting process then creates a fresh file
+        except OSError:
+            pass
+        fh.close()  # closing the descriptor drops the flock
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

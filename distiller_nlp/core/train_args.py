@@ -121,6 +121,11 @@ class TrainArgs:
                                        "pay the compilation; see benchmarks/results/bench_kd_step.md)", flag=True)
     num_workers: int = option(0, help="DataLoader worker processes per process (0: load in the main thread)", min=0,
                               flag=True)
+    on_nonfinite: str = option("stop", help="a NaN/Inf loss or gradient: {choices} (stop = end the run with an "
+                                            "error, keep the last good checkpoint; skip = drop the batch and count "
+                                            "it)", choices=("stop", "skip"), flag=True)
+    max_nonfinite: int = option(10, help="--on-nonfinite skip: stop after this many non-finite batches in a row",
+                                positive=True, flag=True)
 
     def validate(self, source: str = "config") -> None:
         """Check every field's range and the cross-field rule (epochs or max_steps); one-line errors naming the key

@@ -83,6 +83,11 @@ class DistillModule(nn.Module):
         check_prediction_loss(kd.pred_loss, is_regression=is_regression and kd.kd_weight > 0)
         if kd.mixup and kd.mixup_alpha <= 0:
             raise DistillerError(f"kd.mixup_alpha must be positive, got {kd.mixup_alpha}")
+        has_pred = kd.pred_loss != "none" and (kd.kd_weight != 0 or "kd_weight" in kd.schedules)
+        has_hard = kd.hard_label_weight != 0 or "hard_label_weight" in kd.schedules
+        if not (has_pred or has_hard or any(m.weight != 0 for m in matches)):
+            raise DistillerError(f"every loss weight is 0 (kd.kd_weight {kd.kd_weight}, kd.hard_label_weight "
+                                 f"{kd.hard_label_weight}, {len(matches)} intermediate match(es)): nothing to train")
         self._pred_fn = None if kd.pred_loss == "none" else get_loss(kd.pred_loss)
         self._hard_fn = get_loss("hard_ce")
         self._fns = {}

@@ -106,7 +106,12 @@ def load_file(path: Path, spec: TaskSpec, split: str):
     except DistillerError:
         raise
     except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        root = exc  # datasets wraps the reader's error ("An error occurred while generating the dataset")
+        while (root.__cause__ or root.__context__) is not None and "generating the dataset" in str(root):
+            root = root.__cause__ or root.__context__
+        msg = str(root).splitlines()[0] if str(root) else type(root).__name__
+        if isinstance(root, UnicodeDecodeError):
+            msg = f"not UTF-8 text (byte {root.start}: {root.reason}); re-encode the file as UTF-8"
         if "corresponds to no data" in msg:
             raise empty from exc
         raise DistillerError(f"cannot read {path}: {msg}") from exc

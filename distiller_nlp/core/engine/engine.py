@@ -43,12 +43,14 @@ from torch.utils.data import DataLoader
 from distiller_nlp.core.distributed import (finish_trackers, ranks_in_sync, seed_process, sync_batchnorm,
                                             sync_buffers)
 from distiller_nlp.core.engine.callbacks import Callback
-from distiller_nlp.core.engine.checkpoints import CHECKPOINT_PREFIX, STATE_FILE, list_checkpoints, untie
+from distiller_nlp.core.engine.checkpoints import (CHECKPOINT_PREFIX, STATE_FILE, list_checkpoints, untie,
+                                                   verify_checkpoint, write_manifest)
+from distiller_nlp.core.engine.guards import StopSignals, nonfinite_components
 from distiller_nlp.core.engine.evaluate import batch_size_of, evaluate_loaders, predict_loader
 from distiller_nlp.core.engine.optim import linear_warmup_schedule, make_optimizer
 from distiller_nlp.core.engine.precision import make_accelerator, start_trackers
 from distiller_nlp.core.engine.samplers import loader_kwargs, train_loader
-from distiller_nlp.core.errors import DistillerError
+from distiller_nlp.core.errors import DiskFullError, DistillerError, NonFiniteError, RunInterrupted
 from distiller_nlp.core.rundir import write_json_atomic
 
 __all__ = ["Engine", "EngineResult"]
@@ -187,9 +189,9 @@ class Engine:
             self.total_steps = max(1, math.ceil(args.epochs * self.steps_per_epoch))
         warmup = int(args.warmup_ratio * self.total_steps)
         scheduler = linear_warmup_schedule(self.optimizer, warmup, self.total_steps)
-        # The scheduler steps once per optimizer step in every process; do not let accelerate rescale it.
+        # The scheduler steps once per optimizer step in every process; do not let accelerate rescale it. Its state
+        # travels in trainer_state.json (JSON), not as accelerate's pickled custom state: resume reads no pickle.
         self.scheduler = scheduler
-        accelerator.register_for_checkpointing(self.scheduler)
 
         self.state = {
             "global_step": 0,
@@ -202,7 +204,10 @@ class Engine:
             "log_history": [],
             "train_time_s": 0.0,
             "train_examples": 0,
+            "nonfinite_skipped": 0,
         }
+        self._signals: Optional[StopSignals] = None
+        self._nonfinite_in_a_row = 0
 
     # -------------------------------------------------------------------------------------------- checkpoints
 
@@ -218,10 +223,30 @@ class Engine:
                 shutil.rmtree(tmp)
             os.makedirs(tmp)  # before the barrier: the other ranks' save_state finds it (their makedirs is a no-op)
         acc.wait_for_everyone()
-        acc.save_state(tmp)
-        acc.wait_for_everyone()
+        failure = None
+        try:
+            acc.save_state(tmp)
+        except OSError as exc:  # e.g. ENOSPC: the previous checkpoint is untouched (this one is still a temp dir)
+            failure = exc
+        failure = self._first_failure(failure)
+        if failure is None and acc.is_main_process:
+            try:
+                write_manifest(tmp)
+                write_json_atomic(os.path.join(tmp, STATE_FILE),
+                                  {**self.state, "scheduler": self.scheduler.state_dict()})
+            except OSError as exc:
+                failure = exc
+        failure = self._first_failure(failure)
+        if failure is not None:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            acc.wait_for_everyone()
+            previous = list_checkpoints(self.output_dir)
+            kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+            raise DiskFullError(f"could not write the checkpoint of step {step} in {root} "
+                                f"({getattr(failure, 'strerror', None) or failure}); {kept}; free space and rerun "
+                                "with --resume")
         if acc.is_main_process:
-            write_json_atomic(os.path.join(tmp, STATE_FILE), self.state)
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -230,15 +255,49 @@ class Engine:
         acc.wait_for_everyone()
         self._event("on_save", final)
 
+    def _first_failure(self, failure):
+        """Every rank learns whether any rank failed (one collective when there are several processes)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return failure
+        flag = acc.reduce(torch.tensor([0.0 if failure is None else 1.0], device=acc.device), "sum")
+        if failure is None and float(flag.item()) > 0:
+            return OSError("another process could not write its part of the checkpoint")
+        return failure
+
+    def _agree(self, *flags: bool) -> list[bool]:
+        """The flags OR-ed over every process (no collective in a single process)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return [bool(f) for f in flags]
+        t = acc.reduce(torch.tensor([float(bool(f)) for f in flags], device=acc.device), "sum")
+        return [v > 0 for v in t.tolist()]
+
     def _load_checkpoint(self) -> bool:
         ckpts = list_checkpoints(self.output_dir)
         if not ckpts:
             logger.warning("--resume: no checkpoint found in %s, starting from scratch", self.output_dir)
             return False
-        path = ckpts[-1]
+        path = None
+        for candidate in reversed(ckpts):  # the newest intact one
+            problem = verify_checkpoint(candidate)
+            if problem is None:
+                path = candidate
+                break
+            self.accelerator.print(f"warning: checkpoint {candidate} is damaged ({problem}); trying an older one")
+        if path is None:
+            raise DistillerError(f"--resume: no intact checkpoint in {os.path.join(self.output_dir, 'checkpoints')} "
+                                 "(every one differs from its manifest); rerun with --overwrite")
         self.accelerator.load_state(path)
         with open(os.path.join(path, STATE_FILE), encoding="utf-8") as fh:
-            self.state.update(json.load(fh))
+            saved = json.load(fh)
+        scheduler_state = saved.pop("scheduler", None)
+        legacy = os.path.join(path, "custom_checkpoint_0.pkl")  # checkpoints written before the JSON scheduler state
+        if scheduler_state is None and os.path.isfile(legacy):
+            scheduler_state = torch.load(legacy, map_location="cpu", weights_only=True)
+        if scheduler_state is not None:
+            self.scheduler.load_state_dict(scheduler_state)
+        self.state.update(saved)
         self.accelerator.print(f"resumed from {path} (step {self.state['global_step']})")
         return True
 
@@ -354,9 +413,11 @@ class Engine:
             disable=not acc.is_local_main_process, dynamic_ncols=True,
         )
         try:
-            self._event("on_train_begin")
-            last_logs = self._loop(pbar)
+            with StopSignals() as self._signals:
+                self._event("on_train_begin")
+                last_logs = self._loop(pbar)
         finally:
+            self._signals = None
             pbar.close()
             if tracking:
                 finish_trackers(acc)  # not end_training(): it destroys the process group the run still needs
@@ -377,6 +438,7 @@ class Engine:
                 "precision": self.precision,
                 "precision_requested": getattr(args, "precision", self.precision),
                 "world_size": acc.num_processes,
+                "nonfinite_skipped": self.state.get("nonfinite_skipped", 0),
                 "ranks_in_sync": ranks_in_sync(acc, self.model),
             }
         )
@@ -393,6 +455,38 @@ class Engine:
         return EngineResult(metrics=metrics, best_dir=best_dir, history=self.state["history"],
                             log_history=self.state["log_history"],
                             global_step=self.state["global_step"])
+
+    def _on_nonfinite(self, out: dict, where: str) -> None:
+        """A NaN/Inf loss or gradient in the coming step: stop (default) or count it and go on (``skip``)."""
+        step = self.state["global_step"] + 1
+        parts = nonfinite_components(out) if where == "loss" else []
+        what = f"{where} ({', '.join(parts)})" if parts else where
+        if self.args.on_nonfinite == "skip":
+            self.state["nonfinite_skipped"] = self.state.get("nonfinite_skipped", 0) + 1
+            self._nonfinite_in_a_row += 1
+            logger.warning("step %d: non-finite %s, batch skipped (%d in a row)", step, what,
+                           self._nonfinite_in_a_row)
+            if self._nonfinite_in_a_row < self.args.max_nonfinite:
+                return
+            raise NonFiniteError(f"{self._nonfinite_in_a_row} non-finite batches in a row up to step {step} "
+                                 f"(last: {what}); stopped with --on-nonfinite skip and --max-nonfinite "
+                                 f"{self.args.max_nonfinite}; {self._last_good()}")
+        raise NonFiniteError(f"non-finite {what} at step {step}; the model was not promoted and {self._last_good()}; "
+                             "try a lower --lr, --precision no, or --on-nonfinite skip")
+
+    def _last_good(self) -> str:
+        ckpts = list_checkpoints(self.output_dir)
+        return f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
+
+    def _preempted(self, saved: bool) -> None:
+        """SIGTERM/SIGINT: save a complete checkpoint at this step boundary (unless one was just saved) and stop."""
+        if not saved:
+            self._save_checkpoint()
+        name = (self._signals.received if self._signals is not None else None) or "a signal"
+        step = self.state["global_step"]
+        raise RunInterrupted(f"{name} at step {step}/{self.total_steps}: checkpoint saved in "
+                             f"{os.path.join(self.output_dir, 'checkpoints')}; rerun the same command with --resume "
+                             "to continue")
 
     def _loop(self, pbar) -> dict:
         """The optimizer steps; returns the last logged losses."""
@@ -440,18 +534,36 @@ class Engine:
                     with acc.autocast():
                         out = self.model(batch)
                     loss = out["loss"]
-                    acc.backward(loss)
-                    if acc.sync_gradients and args.max_grad_norm and args.max_grad_norm > 0:
-                        acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                    self.optimizer.step()
-                    if acc.sync_gradients and not acc.optimizer_step_was_skipped:  # fp16: skipped on overflow
-                        self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                for k, v in out.items():
-                    if torch.is_tensor(v) and v.ndim == 0:
-                        v = v.detach().float()
-                        running[k] = running[k] + v if k in running else v
-                running_n += 1
+                    # One check per batch, agreed by every rank (a rank that skipped its backward alone would
+                    # leave the others waiting in DDP's all-reduce).
+                    bad_loss = self._agree(not bool(torch.isfinite(loss.detach()).item()))[0]
+                    if bad_loss:
+                        self._on_nonfinite(out, "loss")
+                    else:
+                        acc.backward(loss)
+                    bad_grad = False
+                    if acc.sync_gradients and args.max_grad_norm and args.max_grad_norm > 0 and not bad_loss:
+                        norm = acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                        # fp16's scaler skips overflowing steps itself; elsewhere a NaN/Inf norm is a bad step
+                        if self.precision != "fp16" and norm is not None and not bool(torch.isfinite(norm).item()):
+                            bad_grad = True
+                            self._on_nonfinite(out, "gradient norm")
+                    if bad_loss or bad_grad:
+                        if acc.sync_gradients:  # drop the whole accumulation window on every rank
+                            self.optimizer.zero_grad(set_to_none=True)
+                            self.scheduler.step()
+                    else:
+                        self._nonfinite_in_a_row = 0
+                        self.optimizer.step()
+                        if acc.sync_gradients and not acc.optimizer_step_was_skipped:  # fp16: skipped on overflow
+                            self.scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                if not (bad_loss or bad_grad):
+                    for k, v in out.items():
+                        if torch.is_tensor(v) and v.ndim == 0:
+                            v = v.detach().float()
+                            running[k] = running[k] + v if k in running else v
+                    running_n += 1
                 examples += batch_size_of(batch) * acc.num_processes
                 self.state["batches_in_epoch"] += 1
                 if not acc.sync_gradients:
@@ -459,7 +571,7 @@ class Engine:
                 self.state["global_step"] += 1
                 step = self.state["global_step"]
                 pbar.update(1)
-                if step % args.logging_steps == 0 or step == total:
+                if (step % args.logging_steps == 0 or step == total) and running_n:
                     # One host sync every logging_steps, not one per step; the mean over every rank's batches.
                     keys = sorted(running)
                     means = acc.reduce(torch.stack([running[k] for k in keys]) / running_n, "mean")
@@ -490,9 +602,13 @@ class Engine:
                 t_pause = time.perf_counter()
                 if do_eval:
                     self._event("on_evaluate", self._evaluate_and_select(pbar))
+                saved = False
                 if do_eval or (save_every and step % save_every == 0) or (not save_every and end_of_epoch):
                     if step < total:
                         self._save_checkpoint()
+                        saved = True
+                if step < total and self._agree(self._signals is not None and self._signals.received)[0]:
+                    self._preempted(saved)
                 log_t0 += time.perf_counter() - t_pause
                 if step >= total or end_of_epoch:
                     break

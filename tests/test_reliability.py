@@ -3,6 +3,7 @@ checkpoints carry a manifest and a damaged one is passed over, a full disk keeps
 per output directory."""
 
 import errno
+import shutil
 import json
 import os
 import signal
@@ -252,3 +253,65 @@ def test_sigterm_under_accelerate_launch_all_ranks_stop_at_one_step_and_resume(t
     assert res.returncode == 0, res.stderr[-3000:]
     m = read_metrics(out)
     assert m["global_step"] == 40 and m["world_size"] == 2 and m["ranks_in_sync"]
+
+
+# ------------------------------------------------------------------------------------------------ side outputs
+
+def test_killing_cache_teacher_never_leaves_a_cache_a_run_accepts(tiny_teacher, sst2_dir, tmp_path):
+    """SIGKILL ``cache-teacher`` at moments spread over its run (with and without an older cache to replace): the
+    directory then holds either nothing a run accepts (one-line error) or a complete cache."""
+    import time
+
+    from test_cli import _env
+
+    from distiller_nlp.core.errors import DistillerError
+    from distiller_nlp.kd import teacher_cache as tc
+
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "distiller_nlp", "cache-teacher", "--teacher", tiny_teacher, "--task", "sst2",
+           "--data-dir", sst2_dir, "--student-shape", "layers=1,hidden=16,heads=2,intermediate=32", "--pred-loss",
+           "kd", "--max-length", "16", "--precision", "no", "--report-to", "none", "--output-dir", str(cache)]
+    t0 = time.time()
+    subprocess.run(cmd, check=True, env=_env(), capture_output=True)
+    full = time.time() - t0
+    key = json.load(open(cache / "teacher_cache.json"))["key"]
+    outcomes = []
+    for i, frac in enumerate((0.6, 0.9)):
+        if i % 2 == 0:
+            shutil.rmtree(cache, ignore_errors=True)  # a first computation killed; odd rounds replace a cache
+        proc = subprocess.Popen(cmd + ["--overwrite"], env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(full * frac)
+        proc.kill()
+        proc.wait()
+        try:
+            ds = tc.load_teacher_cache(str(cache), key)
+            assert len(ds) == 96  # complete: the old one or the new one, never a mixture
+            outcomes.append("complete")
+        except DistillerError as exc:
+            assert "\n" not in str(exc)
+            outcomes.append("refused")
+    assert len(outcomes) == 2
+
+
+def test_an_interrupted_meta_dataset_append_leaves_the_table_readable(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from distiller_nlp.autodistiller import metadataset as md
+
+    path = tmp_path / "meta.parquet"
+    md.append_records(str(path), [{"a": 1, "b": "x"}])
+    real = pd.DataFrame.to_parquet
+
+    def half_then_die(self, target, *a, **kw):
+        real(self.head(1), target, *a, **kw)  # something written, then the process "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        md.append_records(str(path), [{"a": 2, "b": "y"}, {"a": 3, "b": "z"}])
+    monkeypatch.undo()
+    assert pd.read_parquet(path)["a"].tolist() == [1]  # the old table, whole
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    md.append_records(str(path), [{"a": 2, "b": "y"}])
+    assert pd.read_parquet(path)["a"].tolist() == [1, 2]

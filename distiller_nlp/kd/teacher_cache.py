@@ -155,9 +155,14 @@ def save_teacher_cache(dataset, directory: str, key: str, teacher_path: str, hid
                 "examples": len(dataset)}
         with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=2)
-        if os.path.isdir(directory):
-            shutil.rmtree(directory)
+        old = None
+        if os.path.isdir(directory):  # moved aside in one rename: a kill never leaves a half-deleted cache behind
+            old = tempfile.mkdtemp(prefix=".teacher-cache-old-", dir=parent)
+            os.rmdir(old)
+            os.replace(directory, old)
         os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -177,7 +182,16 @@ def load_teacher_cache(directory: str, expected_key: str):
             f"teacher cache {directory} was computed for another teacher, data or layer set (key {meta.get('key')} "
             f"!= {expected_key}): recompute it with `distiller-nlp cache-teacher`"
         )
-    return datasets.load_from_disk(os.path.join(directory, "train"))
+    try:
+        ds = datasets.load_from_disk(os.path.join(directory, "train"))
+    except Exception as exc:  # noqa: BLE001 - a damaged cache directory (files removed or truncated by hand)
+        raise DistillerError(f"teacher cache {directory} is damaged ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); recompute it with "
+                             "`distiller-nlp cache-teacher --overwrite`") from None
+    if meta.get("examples") is not None and len(ds) != meta["examples"]:
+        raise DistillerError(f"teacher cache {directory} holds {len(ds)} examples, its {META_FILE} says "
+                             f"{meta['examples']}: recompute it with `distiller-nlp cache-teacher --overwrite`")
+    return ds
 
 
 def is_teacher_column(name: str) -> bool:

@@ -93,6 +93,29 @@ def test_a_nan_loss_stops_the_run_naming_step_and_component_and_keeps_the_last_c
     assert not os.path.exists(tmp_path / "metrics.json")
 
 
+class InfGradAt(Callback):
+    """Make one weight's gradient infinite in optimizer step ``step`` (the loss stays finite)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_begin(self, engine):
+        weight = engine.module.net[0].weight
+        weight.register_hook(lambda g: g * float("inf") if engine.state["global_step"] + 1 == self.step else g)
+
+
+def test_an_infinite_gradient_stops_the_run_and_is_skipped_on_request(tmp_path):
+    eng = make_engine(tmp_path / "stop")
+    eng.callbacks.append(InfGradAt(9))
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient norm at step 9"):
+        eng.train()
+    eng = make_engine(tmp_path / "skip", on_nonfinite="skip")
+    eng.callbacks.append(InfGradAt(9))
+    res = eng.train()
+    assert res.metrics["nonfinite_skipped"] == 1 and res.global_step == 36
+    assert all(torch.isfinite(v).all() for v in _final_weights(tmp_path / "skip").values())
+
+
 def test_skip_mode_drops_nan_batches_and_counts_them(tmp_path):
     eng = make_engine(tmp_path, on_nonfinite="skip")
     eng.callbacks.append(NaNAt(4, count=3))

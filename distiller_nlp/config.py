@@ -251,6 +251,8 @@ class FinetuneConfig:
     train: TrainArgs = option(default_factory=TrainArgs, help="training settings")
     trust_remote_code: bool = option(False, help="allow custom model code from checkpoints (off by default)",
                                      flag=True)
+    floors: bool = option(True, flag=True, help="also fit the majority-class and TF-IDF floors on the same training "
+                                                "split (seconds) and warn when the model does not beat them")
 
 
 @dataclass
@@ -287,6 +289,8 @@ class DistillConfig:
                                 help="off | auto (compute teacher outputs once) | DIR from cache-teacher")
     teacher_cache_dtype: str = option("float16", choices=("float16", "float32"),
                                       help="{choices} (float16: half the disk; float32: bit-faithful)")
+    floors: bool = option(True, flag=True, help="also fit the majority-class and TF-IDF floors on the same training "
+                                                "split (seconds) and warn when the model does not beat them")
     teacher_finetune: TeacherFinetuneConfig = option(default_factory=TeacherFinetuneConfig, flag=False,
                                                      help="`run` only: the teacher fine-tune stage")
     predict_test: bool = option(True, help="`run` only: GLUE-format predictions for unlabelled test splits")

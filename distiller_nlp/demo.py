@@ -140,23 +140,18 @@ def run_or_resume(fn, cfg, run_dir: str, key: str, spec: dict) -> dict:
 def tfidf_baseline(task: str = "tweets", train_examples: int = 0, seed: int = 42, eval_examples: int = 0) -> dict:
     """TF-IDF (word 1-2 grams) + logistic regression on the same training examples; dev/test accuracy (on the same
     capped evaluation subsets as the runs) and time."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
     from distiller_nlp.tasks import load_task_data
+    from distiller_nlp.tasks.floors import fit_tfidf, tfidf_texts
 
     ds, _ = load_task_data(task, max_train_examples=train_examples or None, max_eval_examples=eval_examples or None,
                            seed=seed)
     t0 = time.perf_counter()
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-    x = vec.fit_transform(ds["train"]["text"])
-    clf = LogisticRegression(max_iter=2000, C=4.0)
-    clf.fit(x, ds["train"]["label"])
+    vec, clf = fit_tfidf(ds["train"])  # the same floor every run records (distiller_nlp.tasks.floors)
     runtime = time.perf_counter() - t0
     out = {"train_runtime_s": round(runtime, 3), "examples_per_s": round(len(ds["train"]) / runtime, 1),
            "params": int(clf.coef_.size + clf.intercept_.size)}
     for split, prefix in (("validation", "eval"), ("test", "test")):
-        pred = clf.predict(vec.transform(ds[split]["text"]))
+        pred = clf.predict(vec.transform(tfidf_texts(ds[split])))
         out[f"{prefix}_accuracy"] = float(np.mean(pred == np.asarray(ds[split]["label"])))
     return out
 

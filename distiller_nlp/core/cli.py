@@ -98,8 +98,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, prefix: str 
         kwargs: dict = {"dest": dest, "default": None, "help": help_}
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
-        if tp is bool:
-            kwargs.update(action="store_const", const=True)
+        if tp is bool:  # --flag / --no-flag (a default-on option can be switched off from the command line)
+            kwargs.update(action=argparse.BooleanOptionalAction)
         elif meta.get("append"):
             kwargs.update(action="append")
         elif meta.get("nargs"):

@@ -137,6 +137,15 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
         "teacher_cached": cached is not None,
         "teacher_cache_s": round(t_cache, 3) if cached is not None else 0.0,  # computing or loading it
     })
+    if cfg.floors and not cfg.general:
+        from distiller_nlp.tasks.floors import compute_floors, floor_warning
+
+        extra.update(compute_floors({**run.raw, "train": run.raw_train}, task, seed=cfg.train.seed))
+        warning = floor_warning({**result.metrics, **extra}, task, "student",
+                                "try a higher --lr (e.g. 3e-4), more --epochs, a wider --student-shape, or a "
+                                "better teacher")
+        if warning:
+            extra["floor_warning"] = warning
     hooks = [lambda metrics: write_card(out.output_dir, distill_card(cfg, run, metrics))]
     hooks += [lambda metrics, hook=hook: hook(run, metrics, time.perf_counter() - t_wall) for hook in on_finish]
     return out.finish(engine, result, extra=extra, on_finish=hooks)
@@ -205,6 +214,10 @@ def distill_card(cfg: DistillConfig, run, metrics: dict):
     for key, value in metrics.items():
         if key.endswith("_examples") and key.startswith(("eval_", "test_")):
             data[f"{key[:-9]} examples"] = f"{value:,}" if isinstance(value, int) else value
+    from distiller_nlp.tasks.floors import floor_card_row
+
+    if floor_card_row(metrics, task):
+        data["floors"] = floor_card_row(metrics, task)
     return CardInfo(
         title=os.path.basename(os.path.abspath(cfg.output_dir)) or "student",
         summary=summary, base_model=src["id"], license=src.get("license"),

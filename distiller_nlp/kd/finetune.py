@@ -49,6 +49,14 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
     result = engine.train()
     extra = {f"model_{k}": v for k, v in describe_model(model, seq_len=cfg.train.max_length).items()}
     extra["train_examples"] = len(tok["train"])
+    if cfg.floors:
+        from distiller_nlp.tasks.floors import compute_floors, floor_warning
+
+        extra.update(compute_floors(ds, task, seed=cfg.train.seed))
+        warning = floor_warning({**result.metrics, **extra}, task, "teacher",
+                                "try a higher --lr (e.g. 1e-4) or more --epochs, or a larger model")
+        if warning:
+            extra["floor_warning"] = warning
     return out.finish(engine, result, extra=extra,
                       on_finish=[lambda metrics: write_card(out.output_dir, finetune_card(cfg, path, model, task,
                                                                                           metrics))])
@@ -70,6 +78,10 @@ def finetune_card(cfg: FinetuneConfig, path: str, model, task, metrics: dict):
             + f", peak lr {tr.lr:g}, batch {tr.batch_size}, max length {tr.max_length}, precision {tr.precision}, "
               f"seed {tr.seed}"}
     data = {"task": f"`{task.name}`", "training examples": f"{metrics.get('train_examples', 0):,}"}
+    from distiller_nlp.tasks.floors import floor_card_row
+
+    if floor_card_row(metrics, task):
+        data["floors"] = floor_card_row(metrics, task)
     return CardInfo(title=os.path.basename(os.path.abspath(cfg.output_dir)) or "teacher", summary=summary,
                     base_model=src["id"], license=src.get("license"), tags=["text-classification", "teacher"],
                     model_rows=[(q, v, "–") for q, v, _ in size_rows(desc)], pipeline=pipe, data=data,

@@ -149,6 +149,7 @@ def run_recipe(cfg: DistillConfig, resume: bool = False, overwrite: bool = False
         "teacher_test": teacher_metrics.get(f"test_{main}"), "student_test": metrics.get(f"test_{main}"),
         "flops_ratio": metrics.get("flops_ratio"), "student_params": metrics.get("student_params"),
         "teacher_params": metrics.get("teacher_params"), "predictions": predictions,
+        **{k: v for k, v in metrics.items() if k.startswith("floor_") or k == "floors_s"},  # the student's run fits them
     })
     if is_main_process():
         write_json_atomic(run_dir.path("metrics.json"), summary)
@@ -166,7 +167,15 @@ def _report(cfg: DistillConfig, s: dict) -> str:
              f"| teacher `{s['teacher']}` | {_fmt(s['teacher_eval'])} | {_fmt(s['teacher_test'])} | "
              f"{_fmt(s['teacher_params'])} |",
              f"| student `{s['student']}` | {_fmt(s['student_eval'])} | {_fmt(s['student_test'])} | "
-             f"{_fmt(s['student_params'])} |", "",
+             f"{_fmt(s['student_params'])} |"]
+    main = s["main_metric"]
+    for kind, label in (("majority", "floor: majority class"), ("tfidf", "floor: TF-IDF + linear model")):
+        if f"floor_{kind}_eval_{main}" in s:
+            lines.append(f"| {label} (same training split) | {_fmt(s[f'floor_{kind}_eval_{main}'])} | "
+                         f"{_fmt(s.get(f'floor_{kind}_test_{main}'))} | – |")
+    if s.get("floor_warning"):
+        lines += ["", f"**Warning:** {s['floor_warning']}"]
+    lines += ["",
              f"Student encoder FLOPs / teacher's (at 128 tokens): {_fmt(s['flops_ratio'])}.", "",
              "| stage | directory | seconds |", "|---|---|---|"]
     lines += [f"| {st['stage']} | `{st['dir']}` | {st['seconds']} |" for st in s["stages"]]

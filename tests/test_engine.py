@@ -57,8 +57,8 @@ def export(module, directory):
 
 def make_engine(out, resume=False, fail_at=None, **kw):
     torch.manual_seed(0)
-    args = TrainArgs(epochs=3, batch_size=8, eval_batch_size=7, lr=5e-2, precision="no", cpu=True, seed=3,
-                     logging_steps=2, report_to="none", save_steps=5, **kw)
+    args = TrainArgs(**{**dict(epochs=3, batch_size=8, eval_batch_size=7, lr=5e-2, precision="no", cpu=True, seed=3,
+                               logging_steps=2, report_to="none", save_steps=5), **kw})
     module = ToyModule()
     calls = {"n": 0}
 

@@ -232,6 +232,12 @@ def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
         factory = fields[key].default_factory
         if isinstance(value, dict) and dataclasses.is_dataclass(hints[key]) and factory is not dataclasses.MISSING:
             value = deep_merge(to_dict(factory()), value)
+        parse = (fields[key].metadata or {}).get("parse")
+        if parse is not None and isinstance(value, str):  # a recipe's string reads as the flag's would (lr: auto)
+            try:
+                value = parse(value)
+            except (TypeError, ValueError):
+                raise DistillerError(f"key '{prefix}{key}' in {source}: cannot read {value!r}") from None
         kwargs[key] = _coerce(value, hints[key], prefix + key, source)
     return cls(**kwargs)
 

@@ -85,6 +85,11 @@ def parse_report_to(value, key: str = "train.report_to", source: str = "config")
     return out
 
 
+def parse_lr(text: str) -> float:
+    """``--lr``: a number, or ``auto`` (0.0, the range test's marker)."""
+    return 0.0 if str(text).strip().lower() == "auto" else float(text)
+
+
 @dataclass
 class TrainArgs:
     """Optimisation and run-control settings shared by every training command (the engine's arguments)."""
@@ -93,7 +98,9 @@ class TrainArgs:
     max_steps: int = option(-1, help="optimizer steps (overrides --epochs when > 0)", flag=True)
     batch_size: int = option(32, help="per-process train batch size", positive=True, flag=True)
     eval_batch_size: int = option(64, help="per-process eval batch size", positive=True, flag=True)
-    lr: float = option(5e-5, help="peak learning rate", positive=True, flag=True)
+    lr: float = option(5e-5, help="peak learning rate, or 'auto' (stored as 0): chosen per run by a short LR range "
+                                  "test (core/engine/lr_find.py; at most a tenth of the run's steps)", min=0, flag=True,
+                       parse=parse_lr)
     weight_decay: float = option(0.01, help="AdamW weight decay", flag=True)
     warmup_ratio: float = option(0.1, help="fraction of steps with linear warm-up", flag=True)
     grad_accum: int = option(1, help="gradient accumulation steps", positive=True, flag=True)

@@ -203,7 +203,8 @@ def distill_card(cfg: DistillConfig, run, metrics: dict):
     pipe["student initialisation"] = (f"checkpoint `{cfg.student}`" if cfg.student
                                       else f"shape `{cfg.student_shape}`, init `{cfg.student_init}`")
     pipe["optimisation"] = epochs_text(tr) + (
-        f", peak lr {tr.lr:g}, batch {tr.batch_size} × {tr.grad_accum} accumulation, max length {tr.max_length}, "
+        f", peak lr {tr.lr:g}{' (chosen by --lr auto)' if metrics.get('lr_auto_chosen') else ''}, "
+        f"batch {tr.batch_size} × {tr.grad_accum} accumulation, max length {tr.max_length}, "
         f"precision {tr.precision}, seed {tr.seed}")
     if cfg.general:
         pipe["mode"] = "general (task-agnostic) distillation: intermediate matches only"

@@ -75,8 +75,8 @@ def finetune_card(cfg: FinetuneConfig, path: str, model, task, metrics: dict):
                "`distiller-nlp distill`)." + (f" Dev {main}: {score:.4f}." if isinstance(score, float) else ""))
     pipe = {"objective": "mean-squared error on the label" if task.is_regression else "cross-entropy on the labels",
             "optimisation": epochs_text(tr)
-            + f", peak lr {tr.lr:g}, batch {tr.batch_size}, max length {tr.max_length}, precision {tr.precision}, "
-              f"seed {tr.seed}"}
+            + f", peak lr {tr.lr:g}{' (chosen by --lr auto)' if metrics.get('lr_auto_chosen') else ''}, "
+              f"batch {tr.batch_size}, max length {tr.max_length}, precision {tr.precision}, seed {tr.seed}"}
     data = {"task": f"`{task.name}`", "training examples": f"{metrics.get('train_examples', 0):,}"}
     from distiller_nlp.tasks.floors import floor_card_row
 

@@ -46,6 +46,7 @@ from distiller_nlp.core.engine.callbacks import Callback
 from distiller_nlp.core.engine.checkpoints import (CHECKPOINT_PREFIX, STATE_FILE, list_checkpoints, untie,
                                                    verify_checkpoint, write_manifest)
 from distiller_nlp.core.engine.guards import StopSignals, nonfinite_components
+from distiller_nlp.core.engine.lr_find import summary as lr_auto_summary
 from distiller_nlp.core.engine.evaluate import batch_size_of, evaluate_loaders, predict_loader
 from distiller_nlp.core.engine.optim import linear_warmup_schedule, make_optimizer
 from distiller_nlp.core.engine.precision import make_accelerator, start_trackers
@@ -175,6 +176,11 @@ class Engine:
         if getattr(args, "compile", False):
             compile_modules(module, self.frozen)
 
+        self.lr_auto = None
+        if args.lr == 0:  # --lr auto: a short range test on this run's own module and batches picks the peak LR
+            self.lr_auto = self._lr_range_test(module, raw_loader, prepare_batch)
+            args.lr = float(self.lr_auto["lr"])  # what the card, the meta-dataset and the optimizer see
+
         module = sync_batchnorm(module, accelerator)
         self.module = module
         optimizer = make_optimizer(module, args, accelerator.device)
@@ -208,6 +214,31 @@ class Engine:
         }
         self._signals: Optional[StopSignals] = None
         self._nonfinite_in_a_row = 0
+
+    def _lr_range_test(self, module, raw_loader, prepare_batch) -> dict:
+        from distiller_nlp.core.engine.lr_find import choose_lr, range_test
+
+        acc, args = self.accelerator, self.args
+        per_rank = math.ceil(len(raw_loader) / acc.num_processes)
+        total = int(args.max_steps) if args.max_steps and args.max_steps > 0 else max(
+            1, math.ceil(args.epochs * max(1, math.ceil(per_rank / args.grad_accum))))
+        module.to(acc.device)
+
+        def step(batch):
+            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            if prepare_batch is not None:
+                with torch.no_grad(), acc.autocast():
+                    batch = prepare_batch(batch)
+            with acc.autocast():
+                return module(batch)["loss"].float()
+
+        def run_test(n):
+            it = iter(raw_loader)
+            probe = [next(it) for _ in range(min(2, len(raw_loader)))]  # fixed batches the loss is measured on
+            return range_test(module, raw_loader, step, n, lambda m: make_optimizer(m, args, acc.device),
+                              max_grad_norm=args.max_grad_norm, probe=probe)
+
+        return choose_lr(self.output_dir, total, run_test, accelerator=acc, resume=self.resume)
 
     # -------------------------------------------------------------------------------------------- checkpoints
 
@@ -439,6 +470,7 @@ class Engine:
                 "precision_requested": getattr(args, "precision", self.precision),
                 "world_size": acc.num_processes,
                 "nonfinite_skipped": self.state.get("nonfinite_skipped", 0),
+                **lr_auto_summary(self.lr_auto),
                 "ranks_in_sync": ranks_in_sync(acc, self.model),
             }
         )

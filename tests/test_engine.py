@@ -199,3 +199,17 @@ def test_only_the_main_rank_judges_and_creates_the_output_dir(tmp_path, monkeypa
         check_output_dir(str(full))
     create_output_dir(str(fresh))
     assert fresh.is_dir()
+
+
+def test_min_steps_lengthens_a_short_run_and_early_stopping_keeps_the_best(tmp_path):
+    eng = make_engine(tmp_path / "long", epochs=1, min_steps=30)  # 12 steps per epoch
+    assert eng.total_steps == 30 and "training 30 steps (2.5 epochs)" in eng.length_note
+    res = eng.train()
+    assert res.global_step == 30 and "length_note" in res.metrics
+    assert make_engine(tmp_path / "cap", epochs=1, min_steps=30, max_steps=5).total_steps == 5  # max_steps wins
+
+    # lr 0: the model never changes, so after the first evaluation nothing improves
+    eng = make_engine(tmp_path / "es", lr=1e-12, eval_steps=3, early_stopping=2)
+    res = eng.train()
+    assert res.metrics["early_stopped_at"] == 9 and res.global_step == 9  # evaluations at 3 (best), 6, 9
+    assert res.metrics["best_step"] == 3

@@ -64,3 +64,12 @@ def test_a_weak_distill_run_records_its_floors_and_warns(tiny_teacher, sst2_dir,
     off = tmp_path / "off"
     assert main(args[:-1] + [str(off), "--no-floors"]) == 0
     assert "floor_tfidf_eval_accuracy" not in json.load(open(off / "metrics.json"))
+
+
+def test_floors_of_a_single_class_or_wordless_training_split():
+    task = get_task("sst2")
+    dev = _split([("good", 1), ("bad", 0)])
+    f = compute_floors({"train": _split([("good", 1), ("fine", 1)]), "validation": dev}, task)
+    assert f["floor_tfidf_eval_accuracy"] == f["floor_majority_eval_accuracy"] == 0.5
+    f = compute_floors({"train": _split([("!", 1), ("?", 0), ("!!", 1)]), "validation": dev}, task)
+    assert 0.0 <= f["floor_tfidf_eval_accuracy"] <= 1.0

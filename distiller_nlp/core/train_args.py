@@ -96,6 +96,10 @@ class TrainArgs:
 
     epochs: float = option(3.0, help="training epochs", flag=True)
     max_steps: int = option(-1, help="optimizer steps (overrides --epochs when > 0)", flag=True)
+    min_steps: int = option(0, help="at least this many optimizer steps: a small training set gets more epochs "
+                                    "(0 = off; ignored with --max-steps)", min=0, flag=True)
+    early_stopping: int = option(0, help="stop after this many evaluations without improvement of the selection "
+                                         "metric (0 = off; the best model is kept either way)", min=0, flag=True)
     batch_size: int = option(32, help="per-process train batch size", positive=True, flag=True)
     eval_batch_size: int = option(64, help="per-process eval batch size", positive=True, flag=True)
     lr: float = option(5e-5, help="peak learning rate, or 'auto' (stored as 0): chosen per run by a short LR range "

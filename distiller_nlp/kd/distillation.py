@@ -138,9 +138,9 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
         "teacher_cache_s": round(t_cache, 3) if cached is not None else 0.0,  # computing or loading it
     })
     if cfg.floors and not cfg.general:
-        from distiller_nlp.tasks.floors import compute_floors, floor_warning
+        from distiller_nlp.tasks.floors import floor_warning, floors_or_none
 
-        extra.update(compute_floors({**run.raw, "train": run.raw_train}, task, seed=cfg.train.seed))
+        extra.update(floors_or_none({**run.raw, "train": run.raw_train}, task, seed=cfg.train.seed))
         warning = floor_warning({**result.metrics, **extra}, task, "student",
                                 "try a higher --lr (e.g. 3e-4), more --epochs, a wider --student-shape, or a "
                                 "better teacher")

@@ -50,9 +50,9 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
     extra = {f"model_{k}": v for k, v in describe_model(model, seq_len=cfg.train.max_length).items()}
     extra["train_examples"] = len(tok["train"])
     if cfg.floors:
-        from distiller_nlp.tasks.floors import compute_floors, floor_warning
+        from distiller_nlp.tasks.floors import floor_warning, floors_or_none
 
-        extra.update(compute_floors(ds, task, seed=cfg.train.seed))
+        extra.update(floors_or_none(ds, task, seed=cfg.train.seed))
         warning = floor_warning({**result.metrics, **extra}, task, "teacher",
                                 "try a higher --lr (e.g. 1e-4) or more --epochs, or a larger model")
         if warning:

@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["fit_tfidf", "tfidf_texts", "compute_floors", "floor_warning", "floor_summary", "floor_card_row", "MAX_FIT_EXAMPLES"]
+__all__ = ["fit_tfidf", "tfidf_texts", "compute_floors", "floors_or_none", "floor_warning", "floor_summary", "floor_card_row", "MAX_FIT_EXAMPLES"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,21 @@ def fit_tfidf(train, is_regression: bool = False):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression, Ridge
 
+    from sklearn.dummy import DummyClassifier
+
     y = np.asarray(train["label"])
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    x = vec.fit_transform(_texts(train))
-    model = (Ridge(alpha=1.0).fit(x, y.astype(np.float64)) if is_regression
-             else LogisticRegression(max_iter=2000, C=4.0).fit(x, y))
+    try:
+        x = vec.fit_transform(_texts(train))
+    except ValueError:  # no word at all in the training texts (e.g. only punctuation): the floor is a constant
+        vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 1))
+        x = vec.fit_transform([t or " " for t in _texts(train)])
+    if is_regression:
+        model = Ridge(alpha=1.0).fit(x, y.astype(np.float64))
+    elif len(np.unique(y)) < 2:  # one class in training: logistic regression is undefined, the floor is that class
+        model = DummyClassifier(strategy="most_frequent").fit(x, y)
+    else:
+        model = LogisticRegression(max_iter=2000, C=4.0).fit(x, y)
     return vec, model
 
 
@@ -119,3 +129,13 @@ def floor_card_row(metrics: dict, task) -> Optional[str]:
     if text and metrics.get("floor_warning"):
         text += " — **this model does not beat the TF-IDF floor**"
     return text
+
+
+def floors_or_none(ds, task, seed: int = 0) -> dict:
+    """:func:`compute_floors`, or ``{}`` with a one-line warning when they cannot be fitted: the floors are advice,
+    and a run that has trained never fails because of them."""
+    try:
+        return compute_floors(ds, task, seed=seed)
+    except Exception as exc:  # noqa: BLE001 - advisory output
+        logger.warning("floors skipped: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return {}

@@ -189,10 +189,17 @@ class Engine:
         self.eval_loaders = list(prepared[3:])
 
         self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / args.grad_accum))
+        self.length_note = None
         if args.max_steps and args.max_steps > 0:
             self.total_steps = int(args.max_steps)
         else:
             self.total_steps = max(1, math.ceil(args.epochs * self.steps_per_epoch))
+            floor = int(getattr(args, "min_steps", 0) or 0)
+            if self.total_steps < floor:  # a small training set: more epochs, so that the run gets enough steps
+                self.length_note = (f"{args.epochs:g} epochs = {self.total_steps} steps < --min-steps {floor}: "
+                                    f"training {floor} steps ({floor / self.steps_per_epoch:.1f} epochs)")
+                self.total_steps = floor
+                accelerator.print(f"length: {self.length_note}")
         warmup = int(args.warmup_ratio * self.total_steps)
         scheduler = linear_warmup_schedule(self.optimizer, warmup, self.total_steps)
         # The scheduler steps once per optimizer step in every process; do not let accelerate rescale it. Its state
@@ -471,6 +478,9 @@ class Engine:
                 "world_size": acc.num_processes,
                 "nonfinite_skipped": self.state.get("nonfinite_skipped", 0),
                 **lr_auto_summary(self.lr_auto),
+                **({"length_note": self.length_note} if self.length_note else {}),
+                **({"early_stopped_at": self.state["early_stopped_at"]} if self.state.get("early_stopped_at")
+                   else {}),
                 "ranks_in_sync": ranks_in_sync(acc, self.model),
             }
         )
@@ -487,6 +497,13 @@ class Engine:
         return EngineResult(metrics=metrics, best_dir=best_dir, history=self.state["history"],
                             log_history=self.state["log_history"],
                             global_step=self.state["global_step"])
+
+    def _patience_exhausted(self) -> bool:
+        """``--early-stopping N``: the last N evaluations did not improve the selection metric (read from the
+        history, so a resumed run counts the same)."""
+        n = int(getattr(self.args, "early_stopping", 0) or 0)
+        history, best = self.state["history"], self.state["best_step"]
+        return n > 0 and len(history) > n and all(h["step"] != best for h in history[-n:])
 
     def _on_nonfinite(self, out: dict, where: str) -> None:
         """A NaN/Inf loss or gradient in the coming step: stop (default) or count it and go on (``skip``)."""
@@ -538,7 +555,7 @@ class Engine:
         eval_every = args.eval_steps if args.eval_steps > 0 else None
         save_every = args.save_steps if args.save_steps > 0 else None
 
-        while self.state["global_step"] < total:
+        while self.state["global_step"] < total and not self.state.get("early_stopped_at"):
             epoch = self.state["epoch"]
             self.train_loader.set_epoch(epoch)
             if hasattr(self.train_dataset, "set_epoch"):  # e.g. augmented copies regenerated every N epochs
@@ -634,6 +651,11 @@ class Engine:
                 t_pause = time.perf_counter()
                 if do_eval:
                     self._event("on_evaluate", self._evaluate_and_select(pbar))
+                    if self._patience_exhausted() and step < total:
+                        self.state["early_stopped_at"] = step
+                        pbar.write(f"early stopping at step {step}: {args.early_stopping} evaluations without "
+                                   f"improvement (best at step {self.state['best_step']})")
+                        break
                 saved = False
                 if do_eval or (save_every and step % save_every == 0) or (not save_every and end_of_epoch):
                     if step < total:

@@ -64,14 +64,11 @@ def _files(directory: str) -> list[str]:
 def write_manifest(directory: str) -> dict:
     """Write ``directory/manifest.json``: ``{relative path: {"size": bytes, "sha256": hex}}`` of every file but the
     manifest and the state file (which marks completeness and is written last)."""
-    import json
+    from distiller_nlp.core.rundir import write_json_atomic
 
     manifest = {rel: {"size": os.path.getsize(os.path.join(directory, rel)),
                       "sha256": _sha256(os.path.join(directory, rel))} for rel in _files(directory)}
-    tmp = os.path.join(directory, MANIFEST_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(directory, MANIFEST_FILE))
+    write_json_atomic(os.path.join(directory, MANIFEST_FILE), manifest)
     return manifest
 
 

@@ -190,10 +190,8 @@ class Engine:
 
         self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / args.grad_accum))
         self.length_note = None
-        if args.max_steps and args.max_steps > 0:
-            self.total_steps = int(args.max_steps)
-        else:
-            self.total_steps = max(1, math.ceil(args.epochs * self.steps_per_epoch))
+        self.total_steps = self._planned_steps(len(self.train_loader))
+        if not (args.max_steps and args.max_steps > 0):
             floor = int(getattr(args, "min_steps", 0) or 0)
             if self.total_steps < floor:  # a small training set: more epochs, so that the run gets enough steps
                 self.length_note = (f"{args.epochs:g} epochs = {self.total_steps} steps < --min-steps {floor}: "
@@ -222,13 +220,18 @@ class Engine:
         self._signals: Optional[StopSignals] = None
         self._nonfinite_in_a_row = 0
 
+    def _planned_steps(self, batches_per_rank: int) -> int:
+        """Optimizer steps from ``--max-steps``, else from the epochs (before ``--min-steps``)."""
+        args = self.args
+        if args.max_steps and args.max_steps > 0:
+            return int(args.max_steps)
+        return max(1, math.ceil(args.epochs * max(1, math.ceil(batches_per_rank / args.grad_accum))))
+
     def _lr_range_test(self, module, raw_loader, prepare_batch) -> dict:
         from distiller_nlp.core.engine.lr_find import choose_lr, range_test
 
         acc, args = self.accelerator, self.args
-        per_rank = math.ceil(len(raw_loader) / acc.num_processes)
-        total = int(args.max_steps) if args.max_steps and args.max_steps > 0 else max(
-            1, math.ceil(args.epochs * max(1, math.ceil(per_rank / args.grad_accum))))
+        total = self._planned_steps(math.ceil(len(raw_loader) / acc.num_processes))
         module.to(acc.device)
 
         def step(batch):
@@ -295,11 +298,7 @@ class Engine:
 
     def _first_failure(self, failure):
         """Every rank learns whether any rank failed (one collective when there are several processes)."""
-        acc = self.accelerator
-        if acc.num_processes == 1:
-            return failure
-        flag = acc.reduce(torch.tensor([0.0 if failure is None else 1.0], device=acc.device), "sum")
-        if failure is None and float(flag.item()) > 0:
+        if self._agree(failure is not None)[0] and failure is None:
             return OSError("another process could not write its part of the checkpoint")
         return failure
 

@@ -138,11 +138,10 @@ def choose_lr(output_dir: str, total_steps: int, run_test: Callable[[int], dict]
 
         record = broadcast_object_list([record], from_process=0)[0]
     if accelerator is None or accelerator.is_main_process:
+        from distiller_nlp.core.rundir import write_json_atomic
+
         os.makedirs(output_dir, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1)
-        os.replace(tmp, path)
+        write_json_atomic(path, record)
     msg = (f"lr_auto: chosen {record['lr']:.3g} from a range test of {record['steps']} steps over "
            f"[{LR_MIN:g}, {LR_MAX:g}] in {record['seconds']:.0f} s" if record["steps"] else f"lr_auto: {record['note']}")
     if record.get("note") and record["steps"]:

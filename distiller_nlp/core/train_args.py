@@ -7,6 +7,7 @@ checks. A command with other defaults subclasses :class:`TrainArgs` and redeclar
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from distiller_nlp.core.config import check_config, option
@@ -85,9 +86,18 @@ def parse_report_to(value, key: str = "train.report_to", source: str = "config")
     return out
 
 
+class _BadLr(argparse.ArgumentTypeError, ValueError):
+    """argparse prints its message as is; recipe loading catches it as a ValueError."""
+
+
 def parse_lr(text: str) -> float:
     """``--lr``: a number, or ``auto`` (0.0, the range test's marker)."""
-    return 0.0 if str(text).strip().lower() == "auto" else float(text)
+    if str(text).strip().lower() == "auto":
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        raise _BadLr(f"expected a number or 'auto', got {text!r}") from None
 
 
 @dataclass

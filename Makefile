@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: demo test test-slow gpu-smoke install clean
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test test-slow gpu-smoke install clean system-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,10 +17,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Fashion-MNIST for vision_kd (Debian package dataset-fashion-mnist, Expat): installed when this is root (or has
+# sudo) and apt works; otherwise its real-data tests skip, saying how to install it.
+system-data:
+	@test -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) || \
+	      echo "note: could not install dataset-fashion-mnist; its tests will skip"; \
+	  elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    (sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null) || \
+	      echo "note: could not install dataset-fashion-mnist; its tests will skip"; \
+	  else echo "note: Fashion-MNIST tests will skip (apt-get install -y dataset-fashion-mnist as root)"; fi; }
+
 demo: $(STAMP)
 	$(OFFLINE) $(PY) -m distiller_nlp demo --output-dir runs/demo
 
-test: $(STAMP)
+test: $(STAMP) system-data
 	$(OFFLINE) $(PY) -m pytest -q
 
 test-slow: $(STAMP)

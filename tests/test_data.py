@@ -185,6 +185,30 @@ def test_bbc_headlines():
     assert all("\n" not in t for t in texts["train"])
 
 
+def test_bbc_pairs_are_built_as_documented():
+    from distiller_nlp.tasks.corpora import build_bbc_pairs
+
+    # 60 synthetic articles, 3 topics: one positive (own lead) and one same-topic negative per article, per split
+    arts = [(f"head {i}", f"lead {i}", i % 3) for i in range(60)]
+    parts = build_bbc_pairs(arts)
+    seen = {}
+    for split, (heads, leads, labels) in parts.items():
+        assert len(heads) == 2 * len({h for h in heads}) and sum(labels) == len(labels) // 2
+        for h, le, y in zip(heads, leads, labels):
+            i, j = int(h.split()[1]), int(le.split()[1])
+            assert (i == j) == (y == 1) and arts[i][2] == arts[j][2]  # negatives come from the same topic
+            seen.setdefault(i, set()).add(split)
+            seen.setdefault(j, set()).add(split)
+    assert all(len(v) == 1 for v in seen.values())  # no article's headline or lead crosses splits
+    assert build_bbc_pairs(arts) == parts  # deterministic
+
+    dd, spec = D.load_task_data("bbc-pairs")
+    assert spec.is_pair and spec.label_names == ["different", "same"]
+    assert {k: len(v) for k, v in dd.items()} == {"train": 3150, "validation": 392, "test": 392}
+    assert sum(_col(dd["validation"], "label")) == 196
+    assert not set(_col(dd["train"], "text")) & set(_col(dd["test"], "text"))
+
+
 def test_max_examples_is_stratified_and_seeded(tweets):
     dd, _ = D.load_task_data("tweets", max_examples=100, seed=3)
     assert {k: len(v) for k, v in dd.items()} == {"train": 100, "validation": 100, "test": 100}

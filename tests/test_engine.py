@@ -202,11 +202,18 @@ def test_only_the_main_rank_judges_and_creates_the_output_dir(tmp_path, monkeypa
 
 
 def test_min_steps_lengthens_a_short_run_and_early_stopping_keeps_the_best(tmp_path):
-    eng = make_engine(tmp_path / "long", epochs=1, min_steps=30)  # 12 steps per epoch
-    assert eng.total_steps == 30 and "training 30 steps (2.5 epochs)" in eng.length_note
+    # --epochs auto: 3 epochs of 12 steps = 36 < 50 -> 50 steps; an explicit length is kept as given
+    eng = make_engine(tmp_path / "long", epochs=0, min_steps=50, lr=5e-2, early_stopping=0)
+    assert eng.total_steps == 50 and "training 50 steps (4.2 epochs)" in eng.length_note
     res = eng.train()
-    assert res.global_step == 30 and "length_note" in res.metrics
-    assert make_engine(tmp_path / "cap", epochs=1, min_steps=30, max_steps=5).total_steps == 5  # max_steps wins
+    assert res.global_step == 50 and "length_note" in res.metrics and res.metrics["planned_steps"] == 50
+    assert make_engine(tmp_path / "given", epochs=1, min_steps=50).total_steps == 12  # explicit --epochs 1
+    assert make_engine(tmp_path / "cap", epochs=0, min_steps=50, max_steps=5).total_steps == 5  # max_steps wins
+    from distiller_nlp.core.train_args import TrainArgs
+
+    assert TrainArgs().patience == 3 and TrainArgs(epochs=2).patience == 0 and TrainArgs(epochs=2,
+                                                                                        early_stopping=4).patience == 4
+    assert TrainArgs(max_steps=10).patience == 0 and TrainArgs(early_stopping=0).patience == 0
 
     # lr 0: the model never changes, so after the first evaluation nothing improves
     eng = make_engine(tmp_path / "es", lr=1e-12, eval_steps=3, early_stopping=2)

@@ -96,3 +96,112 @@ def test_lr_auto_from_a_recipe_string(tmp_path):
 
     with pytest.raises(DistillerError, match=r"train\.lr.*cannot read 'fast'"):
         from_dict(TrainArgs, {"lr": "fast"}, prefix="train.")
+
+
+class Noisy(nn.Module):
+    """A tiny MLP with dropout: the range test consumes the torch RNG every step, so resuming it exactly needs the
+    weights, the optimizer state and the RNG state of the interrupted attempt."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+    def forward(self, batch):
+        return {"loss": ((self.net(batch["x"]).squeeze(-1) - batch["y"]) ** 2).mean()}
+
+
+def _noisy_batches():
+    g = torch.Generator().manual_seed(1)
+    return [{"x": torch.randn(4, 8, generator=g), "y": torch.randn(4, generator=g)} for _ in range(7)]
+
+
+class Killed(Exception):
+    pass
+
+
+def _attempt(state_dir, stop_after=None):
+    torch.manual_seed(5)  # what a fresh process with the same seed sees
+    m, batches, calls = Noisy(), _noisy_batches(), []
+
+    def step(b):
+        if stop_after is not None and len(calls) >= stop_after:
+            raise Killed
+        calls.append(1)
+        return m(b)["loss"]
+
+    res = range_test(m, batches, step, 35, lambda mod: torch.optim.AdamW(mod.parameters(), lr=0),
+                     probe=batches[:2], state_dir=state_dir)
+    return res, len(calls)
+
+
+def test_an_interrupted_range_test_continues_where_it_stopped_and_draws_the_same_curve(tmp_path):
+    whole, whole_calls = _attempt(None)
+    state_dir = str(tmp_path / "partial")
+    with pytest.raises(Killed):  # killed during step 26: progress saved before steps 10 and 20 (3 calls a step)
+        _attempt(state_dir, stop_after=3 * 25 + 1)
+    saved = json.load(open(os.path.join(state_dir, "state.json")))
+    assert saved["step"] == 20 and len(saved["losses"]) == 20
+    resumed, calls = _attempt(state_dir)
+    assert resumed["resumed_at"] == 20 and calls == whole_calls - 3 * 20  # the 20 finished steps are not redone
+    assert resumed["lrs"] == whole["lrs"] and resumed["losses"] == whole["losses"] and resumed["lr"] == whole["lr"]
+    other, _ = _attempt(None)
+    assert other["losses"] == whole["losses"]  # and the curve itself is reproducible for a seed
+
+
+def test_a_fresh_run_discards_a_stale_partial_test_and_a_finished_choice_removes_it(tmp_path):
+    from distiller_nlp.core.engine.lr_find import PARTIAL_DIR
+
+    partial = tmp_path / PARTIAL_DIR
+    partial.mkdir()
+    (partial / "state.json").write_text("{}")
+    choose_lr(str(tmp_path), 400, lambda n: {"lr": 3e-4, "lrs": [1e-6] * n, "losses": [1.0] * n})
+    assert not partial.exists()
+
+
+_KILL_SCRIPT = r'''
+import sys, time, torch
+sys.path.insert(0, {tests!r})
+from test_lr_auto import Noisy, _noisy_batches
+from distiller_nlp.core.engine.lr_find import choose_lr, range_test
+torch.manual_seed(5)
+m, batches = Noisy(), _noisy_batches()
+slow = {slow}
+def step(b):
+    if slow:
+        time.sleep(0.02)
+    return m(b)["loss"]
+rec = choose_lr({out!r}, 350, lambda n: range_test(m, batches, step, n, lambda mod: torch.optim.AdamW(
+    mod.parameters(), lr=0), probe=batches[:2], state_dir={out!r} + "/.lr_auto_partial"), resume=True)
+print("CHOSEN", rec["lr"], rec.get("resumed_at_step", 0), rec["losses"])
+'''
+
+
+def test_sigkill_during_the_lr_choice_then_resume_does_not_redo_finished_steps(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def script(out, slow):
+        return [sys.executable, "-c", _KILL_SCRIPT.format(tests=here, out=str(out), slow=slow)]
+
+    ref = subprocess.run(script(tmp_path / "ref", False), capture_output=True, text=True, timeout=120)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(script(out, True), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not (out / ".lr_auto_partial" / "state.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and not (out / "lr_auto.json").exists()
+    again = subprocess.run(script(out, False), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    chosen = again.stdout.split("CHOSEN", 1)[1].split(None, 2)
+    assert int(chosen[1]) >= 10  # continued from a saved step, not from the start
+    assert chosen[0] == ref.stdout.split("CHOSEN", 1)[1].split(None, 2)[0]  # the same choice
+    assert chosen[2] == ref.stdout.split("CHOSEN", 1)[1].split(None, 2)[2]  # from the same curve
+    assert not (out / ".lr_auto_partial").exists()

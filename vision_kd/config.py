@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distiller_nlp.core.config import option
-from distiller_nlp.core.train_args import PRECISIONS, REPORT_TO, TrainArgs
+from distiller_nlp.core.train_args import PRECISIONS, REPORT_TO, TrainArgs, parse_auto
 
 
 def _methods() -> list:
@@ -40,13 +40,19 @@ class VisionTrainArgs(TrainArgs):
 
     ``precision`` defaults to ``no``: the models here are tiny and overhead-bound, bf16 buys little and its rounding of
     logits distorts ECE; pass ``--precision auto`` for bigger ones (resnet32x4 on CIFAR-sized inputs). Text-only
-    settings (``max_length``, ``group_by_length``) are no flags here.
+    settings (``max_length``, ``group_by_length``) are no flags here. The length stays a fixed number of epochs (the
+    papers' protocols), so ``--min-steps`` and early stopping are off unless ``--epochs auto`` is given; the peak
+    learning rate is chosen per run (``--lr auto``) unless ``--lr`` is given.
     """
 
     epochs: float = option(30.0, help="training epochs", flag=True)
     batch_size: int = option(64, help="per-process train batch size", positive=True, flag=True)
     eval_batch_size: int = option(512, help="per-process eval batch size", positive=True, flag=True)
-    lr: float = option(3e-3, help="peak learning rate", positive=True, flag=True)
+    lr: float = option(0.0, help="peak learning rate, or 'auto' (stored as 0, the default): chosen per run by a short "
+                                  "LR range test (a tenth of the run's steps, at most 100)", min=0, flag=True,
+                       parse=parse_auto)
+    lr_fallback: float = option(3e-3, help="--lr auto: the learning rate of a run too short for a range test (under "
+                                           "200 steps)", positive=True)
     weight_decay: float = option(5e-4, help="AdamW weight decay", flag=True)
     warmup_ratio: float = option(0.0, help="fraction of steps with linear warm-up", flag=True)
     precision: str = option("no", help="{choices} (auto = bf16 where fast)", choices=PRECISIONS, flag=True)

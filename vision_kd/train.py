@@ -316,7 +316,7 @@ def vision_card(cfg: VisionConfig, prepared, metrics: dict):
     pipe = {"method": f"`{cfg.method}`" + (f" ({', '.join(f'{k} = {v}' for k, v in params.items())})"
                                            if params else ""),
             "teacher outputs": "cached once" if metrics.get("teacher_cached") else ("live" if teachers else "–"),
-            "optimisation": (f"{tr.max_steps} steps" if tr.max_steps > 0 else f"{tr.epochs:g} epochs")
+            "optimisation": (f"{tr.max_steps} steps" if tr.max_steps > 0 else f"{tr.planned_epochs:g} epochs")
             + f", peak lr {tr.lr:g}, batch {tr.batch_size}, precision {tr.precision}, seed {tr.seed}"}
     rows = [("architecture", str(arch), "–"), ("parameters", f"{metrics.get('student_params', 0):,}", "–")]
     data = {"dataset": f"`{cfg.dataset}`", "task": str(metrics.get("task")),

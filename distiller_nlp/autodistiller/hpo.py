@@ -220,7 +220,7 @@ def run_hpo(cfg, trials: int, space: Optional[str] = None, storage: Optional[str
     if not out:
         raise DistillerError("--output-dir is required")
     sp = load_space(space)
-    pr = make_pruner(pruner, int(round(cfg.train.epochs)))
+    pr = make_pruner(pruner, int(round(cfg.train.planned_epochs)))
     if cfg.stages:
         raise DistillerError("hpo searches one distillation stage: the base recipe must not have 'stages'")
     if cfg.general:

@@ -136,7 +136,7 @@ def build_record(*, cfg, task, meta_features: dict, teacher_info: dict, student_
     rec.update(_flat_params(params))
     rec["config"] = json.dumps(to_dict(cfg), sort_keys=True, default=str)
     rec["seed"] = int(cfg.train.seed)
-    rec["epochs"] = float(cfg.train.epochs)
+    rec["epochs"] = float(cfg.train.planned_epochs)
     rec["train_examples"] = int(train_examples)
     rec["train_examples_original"] = int(train_examples_original)
     rec["student_score"] = float(student_score) if student_score is not None else float("nan")

@@ -398,7 +398,8 @@ def pipeline_params(cfg) -> dict:
             out["mi_alpha"] = float(m.params.get("alpha", MI_ALPHA_DEFAULT))
         out["mapping"] = m.strategy
         out["inter_weight"] = float(m.weight)
-    out["lr"] = float(cfg.train.lr)
+    if cfg.train.lr > 0:  # --lr auto (0) before the run has chosen: no value to record or enqueue
+        out["lr"] = float(cfg.train.lr)
     return out
 
 

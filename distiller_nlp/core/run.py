@@ -61,6 +61,7 @@ class TrainingRun:
         create_output_dir(self.output_dir, overwrite=self.overwrite)
         if config is not None and is_main_process():
             dump_yaml(config, self.path(config_file))
+        self._config = (config, config_file)
         self.started = True
 
     def finish(self, engine, result, extra: Optional[dict] = None, history: bool = True,
@@ -79,6 +80,9 @@ class TrainingRun:
             if history:
                 write_json_atomic(self.path(HISTORY_FILE), {"train": result.log_history, "eval": result.history})
             write_json_atomic(self.path(METRICS_FILE), metrics)
+            config, config_file = getattr(self, "_config", (None, CONFIG_FILE))
+            if config is not None and getattr(engine, "lr_auto", None):  # the chosen LR replaces 'auto' (0)
+                dump_yaml(config, self.path(config_file))
             for hook in on_finish:
                 hook(metrics)
             repo = getattr(engine.args, "push_to_hub", "")

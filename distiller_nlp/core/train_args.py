@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from distiller_nlp.core.config import check_config, option
 from distiller_nlp.core.errors import DistillerError
 
-__all__ = ["TrainArgs", "PRECISIONS", "OPTIMIZERS", "REPORT_TO", "TRACKER_PACKAGES", "parse_report_to"]
+__all__ = ["TrainArgs", "AUTO_EPOCHS", "AUTO_PATIENCE", "parse_auto", "parse_lr", "PRECISIONS", "OPTIMIZERS", "REPORT_TO", "TRACKER_PACKAGES", "parse_report_to"]
 
 #: ``auto`` = bf16 where the hardware runs it fast (see :func:`distiller_nlp.core.engine.resolve_precision`).
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -90,8 +90,8 @@ class _BadLr(argparse.ArgumentTypeError, ValueError):
     """argparse prints its message as is; recipe loading catches it as a ValueError."""
 
 
-def parse_lr(text: str) -> float:
-    """``--lr``: a number, or ``auto`` (0.0, the range test's marker)."""
+def parse_auto(text: str) -> float:
+    """``--lr`` / ``--epochs``: a number, or ``auto`` (stored as 0.0: chosen per run)."""
     if str(text).strip().lower() == "auto":
         return 0.0
     try:
@@ -100,21 +100,35 @@ def parse_lr(text: str) -> float:
         raise _BadLr(f"expected a number or 'auto', got {text!r}") from None
 
 
+parse_lr = parse_auto
+
+#: ``--epochs auto``: this many epochs, lengthened to ``--min-steps`` optimizer steps for a small training set.
+AUTO_EPOCHS = 3.0
+#: ``--early-stopping`` -1 (auto): the patience used with ``--epochs auto``.
+AUTO_PATIENCE = 3
+
+
 @dataclass
 class TrainArgs:
     """Optimisation and run-control settings shared by every training command (the engine's arguments)."""
 
-    epochs: float = option(3.0, help="training epochs", flag=True)
+    epochs: float = option(0.0, help="training epochs, or 'auto' (stored as 0, the default): 3 epochs, lengthened to "
+                                     "--min-steps optimizer steps for a small training set, with early stopping "
+                                     "(--early-stopping); a number trains exactly that long", min=0, flag=True,
+                           parse=parse_auto)
     max_steps: int = option(-1, help="optimizer steps (overrides --epochs when > 0)", flag=True)
-    min_steps: int = option(0, help="at least this many optimizer steps: a small training set gets more epochs "
-                                    "(0 = off; ignored with --max-steps)", min=0, flag=True)
-    early_stopping: int = option(0, help="stop after this many evaluations without improvement of the selection "
-                                         "metric (0 = off; the best model is kept either way)", min=0, flag=True)
+    min_steps: int = option(300, help="--epochs auto: at least this many optimizer steps (a small training set gets "
+                                      "more epochs; 0 = no minimum)", min=0, flag=True)
+    early_stopping: int = option(-1, help="stop after this many evaluations without improvement of the selection "
+                                          "metric (the best model is kept either way); -1 = auto: 3 with --epochs "
+                                          "auto, off with an explicit length; 0 = off", min=-1, flag=True)
     batch_size: int = option(32, help="per-process train batch size", positive=True, flag=True)
     eval_batch_size: int = option(64, help="per-process eval batch size", positive=True, flag=True)
-    lr: float = option(5e-5, help="peak learning rate, or 'auto' (stored as 0): chosen per run by a short LR range "
-                                  "test (core/engine/lr_find.py; at most a tenth of the run's steps)", min=0, flag=True,
-                       parse=parse_lr)
+    lr: float = option(0.0, help="peak learning rate, or 'auto' (stored as 0, the default): chosen per run by a short "
+                                  "LR range test (core/engine/lr_find.py; a tenth of the run's steps, at most 100)",
+                       min=0, flag=True, parse=parse_auto)
+    lr_fallback: float = option(5e-5, help="--lr auto: the learning rate of a run too short for a range test (under "
+                                           "200 steps)", positive=True)
     weight_decay: float = option(0.01, help="AdamW weight decay", flag=True)
     warmup_ratio: float = option(0.1, help="fraction of steps with linear warm-up", flag=True)
     grad_accum: int = option(1, help="gradient accumulation steps", positive=True, flag=True)
@@ -148,12 +162,34 @@ class TrainArgs:
     max_nonfinite: int = option(10, help="--on-nonfinite skip: stop after this many non-finite batches in a row",
                                 positive=True, flag=True)
 
+    @property
+    def auto_length(self) -> bool:
+        """``--epochs auto`` and no ``--max-steps``: the engine lengthens a short run and stops it early."""
+        return self.epochs == 0 and not (self.max_steps and self.max_steps > 0)
+
+    @property
+    def planned_epochs(self) -> float:
+        """The epochs the schedule is planned on (:data:`AUTO_EPOCHS` for ``--epochs auto``)."""
+        return self.epochs or AUTO_EPOCHS
+
+    @property
+    def patience(self) -> int:
+        """Early-stopping patience in evaluations (0 = off), ``-1`` resolved against the length."""
+        if self.early_stopping < 0:
+            return AUTO_PATIENCE if self.auto_length else 0
+        return self.early_stopping
+
+    def check_metric_for_best(self, names, source: str = "config") -> None:
+        """``metric_for_best`` must be one of the run's evaluation metrics ``names``: checked before the run
+        directory is created, so a typo fails with nothing written."""
+        if self.metric_for_best and self.metric_for_best not in tuple(names):
+            raise DistillerError(f"train.metric_for_best in {source}: {self.metric_for_best!r} is not among the "
+                                 f"evaluation metrics ({', '.join(names)})")
+
     def validate(self, source: str = "config") -> None:
         """Check every field's range and the cross-field rule (epochs or max_steps); one-line errors naming the key
         (``train.<name>``) and ``source``."""
         check_config(self, source, prefix="train.")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise DistillerError(f"train.epochs in {source} must be positive (or set train.max_steps)")
         parse_report_to(self.report_to, "train.report_to", source)
         if self.push_to_hub:
             from distiller_nlp.core.card import check_push_target

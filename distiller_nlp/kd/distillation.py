@@ -98,6 +98,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False,
     accelerator = make_accelerator(cfg.train, out.output_dir, tracking=True, probe_shapes=probe_shapes_for(cfg))
     run = prepare_distillation(cfg)
     teacher, student, module, task, tokenizer = run.teacher, run.student, run.module, run.task, run.tokenizer
+    cfg.train.check_metric_for_best(("distill_loss",) if cfg.general else task.metric_names)
     t_cache = time.perf_counter()
     cached = tc.cached_train_set(cfg, run, accelerator)
     t_cache = time.perf_counter() - t_cache

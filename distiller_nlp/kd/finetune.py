@@ -36,6 +36,7 @@ def finetune_teacher(cfg: FinetuneConfig, resume: bool = False, overwrite: bool 
     tok = tokenize_dataset(ds, tokenizer, max_length=cfg.train.max_length)
     evals = eval_splits(tok, task)
     collate = make_collator(tokenizer, is_regression=task.is_regression)
+    cfg.train.check_metric_for_best(task.metric_names)
     out.start(cfg)
 
     def export(mod, directory):

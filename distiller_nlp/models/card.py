@@ -11,9 +11,12 @@ __all__ = ["model_source", "size_rows", "write_card", "task_card_fields", "load_
 
 
 def epochs_text(train) -> str:
-    """``3 epochs`` / ``1 epoch`` / ``500 steps`` of a TrainArgs."""
+    """``3 epochs`` / ``1 epoch`` / ``500 steps`` / ``auto length (...)`` of a TrainArgs."""
     if train.max_steps > 0:
         return f"{train.max_steps} steps"
+    if train.epochs == 0:
+        return (f"auto length ({train.planned_epochs:g} epochs, at least {train.min_steps} steps, early stopping "
+                f"after {train.patience} evaluations)")
     return f"{train.epochs:g} epoch" + ("" if train.epochs == 1 else "s")
 
 PACKAGED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"

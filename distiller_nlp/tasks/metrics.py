@@ -62,6 +62,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "ax": ("matthews",),
     "tweets": ("accuracy", "f1_macro"),
     "bbc-headlines": ("accuracy", "f1_macro"),
+    "bbc-pairs": ("accuracy", "f1"),
 }
 
 #: Tasks whose predictions and references are real-valued scores.
@@ -254,6 +255,7 @@ _TASK_ALIASES = {
     "sst-2": "sst2",
     "sts-b": "stsb",
     "bbc_headlines": "bbc-headlines",
+    "bbc_pairs": "bbc-pairs",
     "mnli-m": "mnli_matched",
     "mnli-mm": "mnli_mismatched",
 }

@@ -191,10 +191,10 @@ class Engine:
         self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / args.grad_accum))
         self.length_note = None
         self.total_steps = self._planned_steps(len(self.train_loader))
-        if not (args.max_steps and args.max_steps > 0):
-            floor = int(getattr(args, "min_steps", 0) or 0)
+        if args.auto_length:
+            floor = int(args.min_steps or 0)
             if self.total_steps < floor:  # a small training set: more epochs, so that the run gets enough steps
-                self.length_note = (f"{args.epochs:g} epochs = {self.total_steps} steps < --min-steps {floor}: "
+                self.length_note = (f"{args.planned_epochs:g} epochs = {self.total_steps} steps < --min-steps {floor}: "
                                     f"training {floor} steps ({floor / self.steps_per_epoch:.1f} epochs)")
                 self.total_steps = floor
                 accelerator.print(f"length: {self.length_note}")
@@ -225,13 +225,15 @@ class Engine:
         args = self.args
         if args.max_steps and args.max_steps > 0:
             return int(args.max_steps)
-        return max(1, math.ceil(args.epochs * max(1, math.ceil(batches_per_rank / args.grad_accum))))
+        return max(1, math.ceil(args.planned_epochs * max(1, math.ceil(batches_per_rank / args.grad_accum))))
 
     def _lr_range_test(self, module, raw_loader, prepare_batch) -> dict:
-        from distiller_nlp.core.engine.lr_find import choose_lr, range_test
+        from distiller_nlp.core.engine.lr_find import PARTIAL_DIR, choose_lr, range_test
 
         acc, args = self.accelerator, self.args
         total = self._planned_steps(math.ceil(len(raw_loader) / acc.num_processes))
+        if args.auto_length:
+            total = max(total, int(args.min_steps or 0))  # sized from the run's real length
         module.to(acc.device)
 
         def step(batch):
@@ -246,9 +248,11 @@ class Engine:
             it = iter(raw_loader)
             probe = [next(it) for _ in range(min(2, len(raw_loader)))]  # fixed batches the loss is measured on
             return range_test(module, raw_loader, step, n, lambda m: make_optimizer(m, args, acc.device),
-                              max_grad_norm=args.max_grad_norm, probe=probe)
+                              max_grad_norm=args.max_grad_norm, probe=probe,
+                              state_dir=os.path.join(self.output_dir, PARTIAL_DIR), write=acc.is_main_process)
 
-        return choose_lr(self.output_dir, total, run_test, accelerator=acc, resume=self.resume)
+        return choose_lr(self.output_dir, total, run_test, accelerator=acc, resume=self.resume,
+                         fallback=float(getattr(args, "lr_fallback", 5e-5)))
 
     # -------------------------------------------------------------------------------------------- checkpoints
 
@@ -477,6 +481,8 @@ class Engine:
                 "world_size": acc.num_processes,
                 "nonfinite_skipped": self.state.get("nonfinite_skipped", 0),
                 **lr_auto_summary(self.lr_auto),
+                "planned_steps": self.total_steps,
+                "epochs_trained": round(self.state["global_step"] / self.steps_per_epoch, 3),
                 **({"length_note": self.length_note} if self.length_note else {}),
                 **({"early_stopped_at": self.state["early_stopped_at"]} if self.state.get("early_stopped_at")
                    else {}),
@@ -500,7 +506,7 @@ class Engine:
     def _patience_exhausted(self) -> bool:
         """``--early-stopping N``: the last N evaluations did not improve the selection metric (read from the
         history, so a resumed run counts the same)."""
-        n = int(getattr(self.args, "early_stopping", 0) or 0)
+        n = int(self.args.patience)
         history, best = self.state["history"], self.state["best_step"]
         return n > 0 and len(history) > n and all(h["step"] != best for h in history[-n:])
 
@@ -652,7 +658,7 @@ class Engine:
                     self._event("on_evaluate", self._evaluate_and_select(pbar))
                     if self._patience_exhausted() and step < total:
                         self.state["early_stopped_at"] = step
-                        pbar.write(f"early stopping at step {step}: {args.early_stopping} evaluations without "
+                        pbar.write(f"early stopping at step {step}: {args.patience} evaluations without "
                                    f"improvement (best at step {self.state['best_step']})")
                         break
                 saved = False

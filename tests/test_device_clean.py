@@ -5,6 +5,7 @@ raises there — and under bf16 autocast each loss returns fp32 close to its fp3
 import pytest
 import torch
 
+import distiller_nlp.lm  # noqa: F401  (registers the causal-LM token divergences, kind token_logits)
 from distiller_nlp.core.losses import LOSSES, get_loss, is_stateful
 
 B, C, S, H, HT = 4, 5, 6, 8, 12  # batch, classes, tokens, student / teacher hidden sizes
@@ -26,6 +27,8 @@ def loss_inputs(name: str, device, dtype=torch.float32, seed: int = 0):
         takes = LOSSES.meta(name)["takes"]
         args = [rnd(B, C)] + [second[t] for t in takes]
         return args, {}
+    if kind == "token_logits":  # next-token distributions (B, S, vocabulary); a response mask selects tokens with
+        return [rnd(B, S, C), rnd(B, S, C)], {}  # nonzero (one sync), so the sync-free path is the unmasked one
     if kind == "hidden":
         return [rnd(B, S, H), rnd(B, S, H), mask], {}
     if kind == "qkv":

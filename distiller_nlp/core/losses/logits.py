@@ -33,6 +33,10 @@ def _check_temperature(temperature: float) -> float:
     return value
 
 
+#: The temperature check every loss module shares (one-line error for a non-positive or non-finite value).
+check_temperature = _check_temperature
+
+
 def _check_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
     if student_logits.shape != teacher_logits.shape:
         raise DistillerError(
@@ -490,6 +494,7 @@ def uskd_loss(
 
 
 __all__ = [
+    "check_temperature",
     "kd_loss",
     "soft_ce_loss",
     "logits_mse_loss",

@@ -35,9 +35,10 @@ from distiller_nlp.core.registry import Registry
 LossObject = Union[Callable[..., "object"], type]
 _T = TypeVar("_T")
 
-#: what a loss compares: prediction-layer ``logits``, ``hidden`` states (``(h_s, h_t, mask=...)``), attention
-#: ``qkv``, regression ``landmarks``, or ``any`` (user losses registered without a kind: trusted wherever used)
-KINDS = ("any", "logits", "hidden", "qkv", "landmarks")
+#: what a loss compares: prediction-layer ``logits``, causal-LM next-token ``token_logits`` (``(B, T, V)`` with a
+#: response mask; ``distiller_nlp.lm``), ``hidden`` states (``(h_s, h_t, mask=...)``), attention ``qkv``, regression
+#: ``landmarks``, or ``any`` (user losses registered without a kind: trusted wherever used)
+KINDS = ("any", "logits", "token_logits", "hidden", "qkv", "landmarks")
 #: inputs a loss may take beside the student's output
 INPUTS = ("teacher_logits", "labels", "weak_logits", "teacher", "target")
 

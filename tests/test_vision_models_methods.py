@@ -186,4 +186,5 @@ def test_params_presets_and_unknown_keys():
         nkd.resolve_params({"gama": 2})
     with pytest.raises(DistillerError, match="unknown method 'fitnet'"):
         get_method("fitnet")
-    assert set(METHODS) == {"ce", "kd", "dkd", "nkd", "uskd", "bdkd", "lwkd", "landmark_kd"}
+    assert set(METHODS) == {"ce", "kd", "dkd", "nkd", "uskd", "bdkd", "lwkd", "landmark_kd", "rrd", "ckd",
+                            "nasty_teacher", "rolewise_da", "rdd"}

@@ -11,6 +11,11 @@ name               strategy            losses (from ``distiller_nlp.core.losses`
 ``bdkd``           online co-training  student ``hard_ce`` + ``bdkd``; teacher ``hard_ce`` + reverse ``kd``
 ``lwkd``           adversarial         ``hard_ce`` + ``kd`` from a synthetic-data teacher + GAN term
 ``landmark_kd``    offline, 2 teachers ``landmark_kd`` (main + ALoss tough + ALoss tolerant)
+``rrd``            live frozen teacher ``hard_ce`` + ``relational_kd_loss`` (FIFO bank of teacher embeddings)
+``ckd``            offline teacher     ``comparative_kd_terms`` (MSE of sample differences; cached teacher)
+``nasty_teacher``  offline teacher     ``hard_ce`` − ω·``kd`` against a frozen normal teacher (trains a teacher)
+``rolewise_da``    live frozen teacher ``hard_ce`` + ``kd`` on role-specific augmentation (teacher / student)
+``rdd``            live frozen teacher segmentation: RDD-weighted/selected CE + pixel ``kd``
 =================  ==================  =====================================================================
 
 A new method is one ``@METHODS.register(name)`` class in one file (see :mod:`vision_kd.methods.base`) and one import
@@ -30,6 +35,11 @@ from .uskd import USKD
 from .bdkd import BDKD
 from .lwkd import LWKD
 from .landmark_kd import LandmarkKD
+from .rrd import RRD
+from .ckd import CKD
+from .nasty_teacher import NastyTeacher
+from .rolewise_da import RolewiseDA
+from .rdd import RDD
 
 __all__ = ["METHODS", "Method", "MethodContext", "get_method", "CE", "KD", "DKD", "NKD", "USKD", "BDKD", "LWKD",
-           "LandmarkKD"]
+           "LandmarkKD", "RRD", "CKD", "NastyTeacher", "RolewiseDA", "RDD"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from distiller_nlp.core.config import check_config, option
 from distiller_nlp.core.errors import DistillerError
-from distiller_nlp.core.train_args import PRECISIONS, TrainArgs
+from distiller_nlp.core.train_args import PRECISIONS, TrainArgs, parse_auto
 
 __all__ = ["TextDataConfig", "RelationConfig", "ObjectiveConfig", "TrainSuperLMConfig", "ProxyConfig", "SearchConfig",
            "RELATION_KINDS", "MSE_PAIRS", "SCORES"]
@@ -77,6 +77,18 @@ class ObjectiveConfig(RelationConfig):
 
 
 @dataclass
+class SuperLMTrainArgs(TrainArgs):
+    """:class:`~distiller_nlp.core.train_args.TrainArgs` for SuperLM training: a fixed length and learning rate (the
+    task-agnostic relation loss has no dev metric worth stopping on, and the weight-sharing sandwich makes a range
+    test's loss noisy); ``--lr auto`` / ``--epochs auto`` still opt in."""
+
+    epochs: float = option(3.0, help="training epochs, or 'auto' (3 epochs, at least --min-steps steps, early "
+                                     "stopping)", min=0, flag=True, parse=parse_auto)
+    lr: float = option(5e-5, help="peak learning rate, or 'auto' (a short LR range test)", min=0, flag=True,
+                       parse=parse_auto)
+
+
+@dataclass
 class TrainSuperLMConfig:
     """``autodistil train-superlm``: one SuperLM per sub-space, trained task-agnostically on the shared engine."""
 
@@ -95,7 +107,7 @@ class TrainSuperLMConfig:
                              flag="output-dir")
     data: TextDataConfig = option(default_factory=TextDataConfig, help="the training text")
     objective: ObjectiveConfig = option(default_factory=ObjectiveConfig, help="the relation objective")
-    train: TrainArgs = option(default_factory=TrainArgs, help="training settings")
+    train: SuperLMTrainArgs = option(default_factory=SuperLMTrainArgs, help="training settings")
 
     def validate(self, source: str = "config") -> None:
         """Ranges and choices of every field."""

@@ -241,7 +241,7 @@ def test_fallback_rules(n, regression, stages, expect):
     base = default_pipeline(DistillConfig())
     p, why = rule_pipeline({"mf_n_train": float(n), "mf_is_regression": float(regression)}, stages, base)
     assert {k: p[k] for k in expect} == expect
-    assert p["inter_loss"] == "mi_alpha" and p["mi_alpha"] == 0.9 and not p["mixup"] and p["lr"] == base["lr"]
+    assert p["inter_loss"] == "mi_alpha" and p["mi_alpha"] == 0.9 and not p["mixup"] and p.get("lr") == base.get("lr")
     assert ("aug_p" in p) == (p["augment"] != "none") and str(n) in why
 
 

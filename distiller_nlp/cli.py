@@ -7,6 +7,7 @@ command                Python function
 ``distill``            :func:`distiller_nlp.kd.distillation.distill`
 ``run RECIPE``         :func:`distiller_nlp.kd.recipe.run_recipe` (every stage of the recipe)
 ``train-mlm``          :func:`distiller_nlp.augment.mlm.train_mlm` (a masked LM for the ``contextual`` augmenter)
+``distill-lm``         :func:`distiller_nlp.lm.distill.distill_lm` (causal LMs: divergences, on-policy, SKD)
 ``hpo``                :func:`distiller_nlp.autodistiller.hpo.run_hpo` (Optuna over the pipeline space)
 ``recommend``          :func:`distiller_nlp.autodistiller.recommender.recommend` (AutoDistiller)
 ``cache-teacher``      :func:`distiller_nlp.kd.distillation.cache_teacher`
@@ -40,6 +41,7 @@ from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.rundir import is_main_process
 from distiller_nlp.core.train_args import TrainArgs
 from distiller_nlp.env import quiet_libraries
+from distiller_nlp.lm.distill import DistillLMConfig
 
 #: the training flags of ``evaluate`` and ``predict`` (no training happens there)
 EVAL_TRAIN_FLAGS = ("eval-batch-size", "max-length", "precision", "seed", "cpu")
@@ -90,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_common_flags(p, config=name != "run")
         add_run_flags(p, resume=name != "cache-teacher")
         add_config_flags(p, DistillConfig)
+
+    p = sub.add_parser("distill-lm", help="distil a causal LM (default the packaged SmolLM2-135M-Instruct) into a "
+                                          "smaller one: supervised, seqkd, on_policy (GKD) or skd data")
+    add_common_flags(p)
+    add_run_flags(p)
+    add_config_flags(p, DistillLMConfig)
 
     p = sub.add_parser("hpo", help="Optuna search over the KD pipeline space (pruning, shared storage, resume)")
     add_common_flags(p)
@@ -186,6 +194,20 @@ def _finetune_teacher(args: argparse.Namespace) -> int:
     metrics = finetune_teacher(cfg, resume=args.resume, overwrite=args.overwrite)
     if is_main_process():
         print(f"fine-tuned teacher written to {cfg.output_dir}")
+        print_metrics(metrics)
+    return 0
+
+
+def _distill_lm(args: argparse.Namespace) -> int:
+    """``distill-lm``: a causal-LM student."""
+    from distiller_nlp.lm.distill import distill_lm
+
+    cfg = load_from_args(DistillLMConfig, args)
+    if not cfg.output_dir:
+        raise DistillerError("--output-dir is required")
+    metrics = distill_lm(cfg, resume=args.resume, overwrite=args.overwrite)
+    if is_main_process():
+        print(f"distilled causal LM written to {cfg.output_dir}")
         print_metrics(metrics)
     return 0
 
@@ -331,7 +353,7 @@ def _flops(args: argparse.Namespace) -> int:
 #: command name -> handler(args) -> exit status
 COMMANDS = {
     "finetune-teacher": _finetune_teacher, "distill": _distill, "run": _run, "cache-teacher": _cache_teacher,
-    "train-mlm": run_train_mlm, "hpo": _hpo, "recommend": _recommend, "evaluate": _evaluate, "predict": _evaluate,
+    "train-mlm": run_train_mlm, "distill-lm": _distill_lm, "hpo": _hpo, "recommend": _recommend, "evaluate": _evaluate, "predict": _evaluate,
     "demo": _demo, "make-tweets-sst2": _make_tweets_sst2, "flops": _flops,
 }
 

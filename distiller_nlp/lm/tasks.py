@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,6 @@ import torch
 
 from distiller_nlp.core.errors import DistillerError
 from distiller_nlp.core.registry import Registry
-from distiller_nlp.env import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -231,30 +227,10 @@ def _fingerprint(files: Sequence[Path], root: Path, extra: str) -> str:
 
 
 def _cached(key: str, build: Callable[[], Any]):
-    """Load ``cache_dir()/corpora/<key>``, or build it and save it there atomically (in memory if not writable) —
-    the pattern of the packaged classification corpora."""
-    import datasets
+    """``cache_dir()/corpora/<key>``, built once (the packaged classification corpora's cache)."""
+    from distiller_nlp.tasks.corpora import cached_dataset
 
-    target = cache_dir() / "corpora" / key
-    if (target / "dataset_dict.json").is_file():
-        try:
-            return datasets.load_from_disk(str(target))
-        except Exception as exc:  # a corrupt cache entry: rebuild
-            logger.warning("could not read cached %s (%s); rebuilding", target, exc)
-            shutil.rmtree(target, ignore_errors=True)
-    dd = build()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-        dd.save_to_disk(str(tmp))
-        try:
-            os.replace(tmp, target)  # atomic; fails if another process already put a (non-empty) target there
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return datasets.load_from_disk(str(target))
-    except OSError as exc:
-        logger.info("cannot cache %s under %s (%s); keeping it in memory", key, target, exc)
-        return dd
+    return cached_dataset(key, build)
 
 
 def load_bbc_headline_gen(max_examples: int | Mapping[str, int] | None = None, seed: int = 0):

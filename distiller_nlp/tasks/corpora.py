@@ -222,9 +222,15 @@ def _build_split_corpus(spec: TaskSpec, texts: list[str], labels: list[int]):
 
 def _cached_corpus(spec: TaskSpec, sources: Iterable[Path], build: Callable[[], Any]):
     """Load a built corpus from the cache, or build it and save it there atomically (in memory if not writable)."""
+    return cached_dataset(f"{spec.name}-v{DATA_VERSION}-{_source_fingerprint(sources)}", build)
+
+
+def cached_dataset(key: str, build: Callable[[], Any]):
+    """Load ``cache_dir()/corpora/<key>`` (a saved ``datasets`` object), or ``build()`` it and save it there
+    atomically (temporary directory + rename; kept in memory if the cache is not writable). A corrupt entry is
+    rebuilt."""
     import datasets
 
-    key = f"{spec.name}-v{DATA_VERSION}-{_source_fingerprint(sources)}"
     target = cache_dir() / "corpora" / key
     if (target / "dataset_dict.json").is_file():
         try:
@@ -243,7 +249,7 @@ def _cached_corpus(spec: TaskSpec, sources: Iterable[Path], build: Callable[[], 
             shutil.rmtree(tmp, ignore_errors=True)
         return datasets.load_from_disk(str(target))
     except OSError as exc:
-        logger.info("cannot cache %s under %s (%s); keeping it in memory", spec.name, target, exc)
+        logger.info("cannot cache %s under %s (%s); keeping it in memory", key, target, exc)
         return dd
 
 

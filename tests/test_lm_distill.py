@@ -125,3 +125,54 @@ def test_different_tokenizers_a_long_prompt_and_a_large_k_are_one_line_errors(lm
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert err[-1].startswith("error:") and needle in err[-1], err[-3:]
         assert not (tmp_path / f"bad{i}").exists() or not os.listdir(tmp_path / f"bad{i}")
+
+
+def test_skd_under_two_processes_counts_each_dev_example_once_and_rank0_writes(lm_files, tmp_path):
+    from test_distributed import Launch, check_run
+
+    out = tmp_path / "run"
+    argv = _argv(lm_files, out, "--data-mode", "skd", "--top-k", "5")[1:]
+    argv[argv.index("--max-steps") + 1] = "3"
+    run = Launch(tmp_path, "distiller_nlp", ["distill-lm", *argv],
+                 extra_env={"DISTILLER_NLP_CACHE": str(tmp_path / "cache")})
+    m = check_run(run, eval_examples=8)
+    assert m["global_step"] == 3 and m["test_examples"] == 8 and m["generated_batches"] > 0
+    run.check_artifacts(("metrics.json", "config.yaml", "model.safetensors", "README.md"))
+
+
+def test_a_killed_run_resumes_to_the_same_metrics(lm_files, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "DISTILLER_NLP_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "distiller_nlp"]
+
+    def argv(out):
+        a = _argv(lm_files, out, "--data-mode", "on_policy", "--lambda", "0.5", "--save-steps", "2",
+                  "--eval-steps", "3")
+        a[a.index("--max-steps") + 1] = "6"
+        return a
+
+    ref = subprocess.run(cmd + argv(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + argv(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "checkpoints").glob("checkpoint-00000004")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (out / "metrics.json").exists()
+    again = subprocess.run(cmd + argv(out) + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", out))
+    assert a["global_step"] == b["global_step"] == 6
+    for key in [k for k in a if k.startswith(("eval_", "test_")) and not k.endswith("_s")]:
+        assert a[key] == pytest.approx(b[key], abs=1e-9), key
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # the λ draws replayed exactly

@@ -352,6 +352,8 @@ class LMTeacherRunner:
             self.generated += 1
             self.tokens += int(out.response_mask.sum())
             batch = {**batch, **_from_generation(out)}
+        if self.module.hard_weight >= 1:  # cross-entropy only (fine-tuning, the no-KD baseline): no teacher pass
+            return batch
         teacher_logits = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                       position_ids=batch["position_ids"], use_cache=False).logits
         return {**batch, "teacher_logits": teacher_logits}

@@ -176,3 +176,20 @@ def test_a_killed_run_resumes_to_the_same_metrics(lm_files, tmp_path):
 
     wa, wb = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # the λ draws replayed exactly
+
+
+def test_a_top_k_teacher_cache_with_k_equal_to_the_vocabulary_trains_like_the_live_teacher(lm_files, tmp_path,
+                                                                                         monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("DISTILLER_NLP_CACHE", str(tmp_path / "cache"))
+    live, cached = tmp_path / "live", tmp_path / "cached"
+    assert main(_argv(lm_files, live, "--eval-steps", "100")) == 0
+    assert main(_argv(lm_files, cached, "--teacher-topk", "128", "--eval-steps", "100")) == 0
+    m = json.loads((cached / "metrics.json").read_text())
+    assert m["teacher_topk"] == 128 and m["dense_fp32_bytes_per_token"] == 4 * 128
+    assert m["teacher_cache_bytes_per_token"] > 0 and m["teacher_cache_tokens"] > 0
+    a, b = load_file(str(live / "model.safetensors")), load_file(str(cached / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)  # k = V: the sparse loss is the dense one
+    assert main(_argv(lm_files, tmp_path / "bad", "--teacher-topk", "8", "--data-mode", "on_policy")) == 2
+    assert not (tmp_path / "bad").exists()

@@ -115,6 +115,9 @@ class DistillLMConfig:
                                 positive=True)
     sample_temperature: float = option(1.0, help="temperature of the student's (and SKD teacher's) sampling",
                                        positive=True)
+    teacher_topk: int = option(0, help="offline modes (supervised, seqkd): cache the teacher's top-k log-probabilities "
+                                       "of every response token once (datasets columns, fingerprinted) instead of "
+                                       "running it every step; 0 = the live teacher", min=0, flag=True)
     trust_remote_code: bool = option(False, help="allow model code from the model directory", flag=True)
     output_dir: str = option("", help="output directory (must be empty unless --resume/--overwrite)",
                              flag="output-dir")
@@ -126,6 +129,10 @@ class DistillLMConfig:
 
         check_config(self, source)
         self.train.validate(source)
+        if self.teacher_topk and self.data_mode in GENERATING_MODES:
+            raise DistillerError(f"--teacher-topk in {source}: --data-mode {self.data_mode} generates its responses "
+                                 "during training, so no teacher cache can hold them (use supervised or seqkd, or "
+                                 "--teacher-topk 0)")
         if self.student and self.student_layers != "every3":
             raise DistillerError(f"--student and --student-layers in {source}: give one (a student directory, or the "
                                  "teacher layers to keep)")
@@ -225,10 +232,36 @@ def collate_lm(pad_id: int, max_new_tokens: int):
             prompt_mask[i, plen - len(p):] = 1
             resp = list(r["response_ids"])[:max_new_tokens]
             labels[i, : len(resp)] = torch.tensor(resp)
-        return {"input_ids": input_ids, "attention_mask": attn, "position_ids": _positions(attn),
-                "loss_mask": loss_mask, "prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": attn, "position_ids": _positions(attn),
+                 "loss_mask": loss_mask, "prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "labels": labels}
+        if TOPK_IDS in rows[0]:
+            batch.update(_sparse_batch(rows, width - 1))
+        return batch
 
     return collate
+
+
+TOPK_IDS = "teacher_topk_ids"
+
+
+def _sparse_batch(rows, positions: int) -> dict:
+    """The cached top-k targets of a batch, aligned with the logits ``(B, positions)``: a row's i-th cached token
+    sits at position ``len(prompt) - 1 + i`` (where ``loss_mask`` is 1); other positions hold a dummy distribution
+    (masked out)."""
+    from distiller_nlp.lm.sparse import from_columns
+
+    cols = {k: [r[k] for r in rows] for k in rows[0] if k.startswith("teacher_")}
+    t = from_columns(cols, vocab_size=1 << 30)
+    k = t.k
+    idx = torch.arange(k).repeat(len(rows), positions, 1)
+    lp = torch.full((len(rows), positions, k), -float(torch.log(torch.tensor(k + 1.0))), dtype=torch.float32)
+    rest = lp[..., 0].clone()
+    for i, r in enumerate(rows):
+        n, start = len(r[TOPK_IDS]), len(r["prompt_ids"]) - 1
+        idx[i, start: start + n] = t.indices[i, :n]
+        lp[i, start: start + n] = t.logprobs[i, :n]
+        rest[i, start: start + n] = t.rest_logprob[i, :n]
+    return {"t_idx": idx, "t_logp": lp, "t_rest": rest}
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -280,8 +313,14 @@ class LMDistillModule(nn.Module):
         out = {}
         loss = logits.new_zeros((), dtype=torch.float32)
         if self.hard_weight < 1:
-            div = lm_divergence(self.loss_name, logits, batch["teacher_logits"][:, :-1], mask, self.temperature,
-                                **self.params)
+            if "t_idx" in batch:  # the cached top-k teacher targets
+                from distiller_nlp.lm.sparse import SparseTargets
+
+                target = SparseTargets(batch["t_idx"], batch["t_logp"], batch["t_rest"], int(logits.shape[-1]),
+                                       self.temperature)
+            else:
+                target = batch["teacher_logits"][:, :-1]
+            div = lm_divergence(self.loss_name, logits, target, mask, self.temperature, **self.params)
             out[self.loss_name] = div.detach()
             loss = loss + (1 - self.hard_weight) * div
         if self.hard_weight > 0:
@@ -352,7 +391,7 @@ class LMTeacherRunner:
             self.generated += 1
             self.tokens += int(out.response_mask.sum())
             batch = {**batch, **_from_generation(out)}
-        if self.module.hard_weight >= 1:  # cross-entropy only (fine-tuning, the no-KD baseline): no teacher pass
+        if self.module.hard_weight >= 1 or "t_idx" in batch:  # CE only, or cached targets: no teacher pass
             return batch
         teacher_logits = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                       position_ids=batch["position_ids"], use_cache=False).logits
@@ -417,6 +456,54 @@ def teacher_responses(teacher, tokenizer, tok_train, cfg: DistillLMConfig, accel
     return datasets.load_from_disk(target)
 
 
+def teacher_topk_cache(teacher, tokenizer, train_set, cfg: DistillLMConfig, accelerator, cache_key: str):
+    """``--teacher-topk K``: the teacher's top-K log-probabilities (and the rest mass) at every response token of
+    every training row, computed once in batches and stored as ``datasets`` columns (``teacher_topk_ids`` uint16,
+    ``teacher_topk_logprobs`` / ``teacher_rest_logprob`` float32) beside ``prompt_ids`` / ``response_ids``, under the
+    project cache keyed by ``cache_key`` (main process writes atomically; the others wait and read)."""
+    import datasets
+
+    from distiller_nlp.env import cache_dir
+    from distiller_nlp.lm.sparse import column_features, sparse_targets, to_columns
+
+    target = os.path.join(str(cache_dir()), "lm_teacher_topk", cache_key)
+    vocab = int(teacher.config.vocab_size)
+    if accelerator.is_main_process and not os.path.isfile(os.path.join(target, "dataset_info.json")):
+        from tqdm.auto import tqdm
+
+        collate = collate_lm(int(tokenizer.pad_token_id), cfg.data.max_new_tokens)
+        cols = {"teacher_topk_ids": [], "teacher_topk_logprobs": [], "teacher_rest_logprob": []}
+        bs = cfg.train.eval_batch_size
+        with torch.no_grad():
+            for start in tqdm(range(0, len(train_set), bs), desc=f"teacher top-{cfg.teacher_topk} cache",
+                              dynamic_ncols=True):
+                rows = [train_set[i] for i in range(start, min(start + bs, len(train_set)))]
+                b = {k: v.to(accelerator.device) for k, v in collate(rows).items()}
+                logits = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                 position_ids=b["position_ids"], use_cache=False).logits[:, :-1]
+                for i, r in enumerate(rows):
+                    sel = logits[i][b["loss_mask"][i].bool()].unsqueeze(0)  # (1, response tokens, V)
+                    part = to_columns(sparse_targets(sel, cfg.teacher_topk, cfg.temperature))
+                    for key, value in part.items():
+                        cols[key].append(value[0])
+        feats = datasets.Features({**train_set.features, **column_features(vocab, dtype="float32")})
+        ds = datasets.Dataset.from_dict({**train_set.to_dict(), **cols}, features=feats)
+        tmp = f"{target}.tmp-{os.getpid()}"
+        ds.save_to_disk(tmp)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.isdir(target):
+            import shutil
+
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    accelerator.wait_for_everyone()
+    return datasets.load_from_disk(target)
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
 # ------------------------------------------------------------------------------------------------------ the run
 
 
@@ -476,6 +563,24 @@ def distill_lm(cfg: DistillLMConfig, resume: bool = False, overwrite: bool = Fal
                                          "max_new": cfg.data.max_new_tokens, "subset": cfg.data.subset_seed,
                                          "fp": train_set._fingerprint}, sort_keys=True).encode()).hexdigest()[:16]
         train_set = teacher_responses(teacher.to(accelerator.device), tokenizer, train_set, cfg, accelerator, key)
+    cache_info = {}
+    if cfg.teacher_topk:
+        from distiller_nlp.env import cache_dir
+        from distiller_nlp.lm.sparse import bytes_per_token
+
+        if cfg.teacher_topk > vocab:
+            raise DistillerError(f"--teacher-topk {cfg.teacher_topk} is larger than the vocabulary ({vocab} tokens)")
+        key = hashlib.sha256(json.dumps({"teacher": t_path, "k": cfg.teacher_topk, "tau": cfg.temperature,
+                                         "fp": train_set._fingerprint, "n": len(train_set)},
+                                        sort_keys=True).encode()).hexdigest()[:16]
+        train_set = teacher_topk_cache(teacher.to(accelerator.device), tokenizer, train_set, cfg, accelerator, key)
+        tokens = sum(len(r) for r in train_set["response_ids"])
+        size = _dir_bytes(os.path.join(str(cache_dir()), "lm_teacher_topk", key))
+        per = bytes_per_token(cfg.teacher_topk, vocab, "float32")
+        cache_info = {"teacher_topk": cfg.teacher_topk, "teacher_cache_tokens": tokens,
+                      "teacher_cache_bytes_per_token": round(size / max(1, tokens), 1),
+                      "teacher_cache_payload_bytes_per_token": per["sparse"],
+                      "dense_fp16_bytes_per_token": per["dense_fp16"], "dense_fp32_bytes_per_token": per["dense_fp32"]}
     run.start(cfg)
 
     pad, eos = int(tokenizer.pad_token_id), _eos_id(tokenizer)
@@ -494,7 +599,7 @@ def distill_lm(cfg: DistillLMConfig, resume: bool = False, overwrite: bool = Fal
     result = engine.train()
     extra = {"teacher": t_path, "student": s_desc, "data_mode": cfg.data_mode, "divergence": cfg.divergence,
              "teacher_params": _n_params(teacher), "student_params": _n_params(student),
-             "generated_batches": runner.generated,
+             "generated_batches": runner.generated, **cache_info,
              "wall_s": round(time.perf_counter() - t_wall, 1)}
     if cfg.data_mode == "skd" and runner.tokens:
         extra["skd_replacement_rate"] = round(runner.replaced / runner.tokens, 4)

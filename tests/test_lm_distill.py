@@ -193,3 +193,38 @@ def test_a_top_k_teacher_cache_with_k_equal_to_the_vocabulary_trains_like_the_li
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)  # k = V: the sparse loss is the dense one
     assert main(_argv(lm_files, tmp_path / "bad", "--teacher-topk", "8", "--data-mode", "on_policy")) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_capture_hooks_read_llama_hidden_states_as_output_hidden_states(lm_files):
+    from distiller_nlp.core.capture import FeatureCapture, num_layers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(lm_files["teacher"]).eval()
+    ids = torch.tensor([[4, 5, 6, 7, 8]])
+    cap = FeatureCapture(model, hidden_layers=range(4), qkv_layers=range(1, 4))
+    assert cap._encoder.source == "registry" and num_layers(model) == 3
+    with cap, torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+    for i in range(4):  # 0 = embeddings, 3 = after the final RMSNorm, like output_hidden_states
+        torch.testing.assert_close(cap.hidden[i], out.hidden_states[i], atol=1e-6, rtol=0)
+    assert cap.qkv[1]["q"].shape == (1, 5, 32) and cap.qkv[1]["k"].shape == (1, 5, 16)  # grouped-query k/v
+
+
+@pytest.mark.parametrize("inter, extra", [("mi_alpha", ["--mapping", "skip"]), ("hidden_mse", ["--mapping", "last"]),
+                                          ("cosine", ["--wide"])])
+def test_hidden_state_objectives_with_a_layer_mapping(lm_files, tmp_path, inter, extra):
+    out = tmp_path / inter
+    argv = _argv(lm_files, out, "--inter-loss", inter, *[e for e in extra if e != "--wide"])
+    if "--wide" in extra:  # a student of another width (same tokenizer): a projection per matched layer
+        torch.manual_seed(1)
+        cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                                       pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True)
+        transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "narrow")
+        _tokenizer().save_pretrained(tmp_path / "narrow")
+        i = argv.index("--student-layers")
+        argv[i: i + 2] = ["--student", str(tmp_path / "narrow")]
+    assert main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    hist = json.loads((out / "history.json").read_text())["train"]
+    assert any(inter in h for h in hist), hist[:2]  # the objective was logged beside the divergence
+    assert m["global_step"] == 4 and "intermediate" in (out / "README.md").read_text()

@@ -172,6 +172,14 @@ register_encoder_layout("deberta-v2", EncoderLayout(
 register_encoder_layout("mpnet", EncoderLayout(
     q="attention.attn.q", k="attention.attn.k", v="attention.attn.v",
     note="MPNet: <base>.encoder.layer[i].attention.attn.{q,k,v}; scores from q/k omit the relative position bias"))
+# decoder-only causal LMs (llama and its relatives): hidden 0 = the token embeddings, hidden L = after the final norm
+# (as in output_hidden_states); q/k/v are the projections of the pre-attention RMSNorm'd input. With grouped-query
+# attention k and v are narrower than q (num_key_value_heads × head_dim).
+for _type in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo2", "granite", "smollm3"):
+    register_encoder_layout(_type, EncoderLayout(
+        embeddings="embed_tokens", layers="layers", q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
+        last_layer_output="norm",
+        note=f"{_type} (decoder): <base>.layers[i].self_attn.{{q,k,v}}_proj; hidden L is <base>.norm's output"))
 del _type, _norm
 
 

@@ -54,6 +54,8 @@ DATA_MODES = ("supervised", "seqkd", "on_policy", "skd")
 #: ``--divergence`` names → the registered token divergences
 DIVERGENCE_NAMES = {"fkl": "lm_fkl", "rkl": "lm_rkl", "skew_fkl": "lm_skew_fkl", "skew_rkl": "lm_skew_rkl",
                     "jsd": "lm_jsd", "tv": "lm_tv"}
+#: ``--inter-loss`` choices (registered hidden-state losses of ``core.losses``)
+INTER_LOSSES = ("none", "hidden_mse", "cosine", "mi_alpha")
 #: data modes whose responses are generated during training (no offline teacher cache can serve them)
 GENERATING_MODES = ("on_policy", "skd")
 
@@ -106,6 +108,13 @@ class DistillLMConfig:
                                 positive=True, flag=True)
     hard_label_weight: float = option(0.0, help="weight of the cross-entropy on the training tokens (the rest goes "
                                                 "to the divergence)", min=0, max=1, flag=True)
+    inter_loss: str = option("none", help="intermediate objective on hidden states: {choices} (Distiller's "
+                                          "intermediate losses, through the capture hooks)", choices=INTER_LOSSES,
+                             flag=True)
+    mapping: str = option("skip", help="--inter-loss: which teacher layer each student layer matches: {choices} "
+                                       "(kd.mapping)", choices=("skip", "last"), flag=True)
+    inter_weight: float = option(1.0, help="--inter-loss: its weight beside the divergence", min=0, flag=True)
+    mi_alpha: float = option(0.9, help="--inter-loss mi_alpha: α of the MI-α bound", min=0, max=1)
     data_mode: str = option("supervised", help="{choices}", choices=DATA_MODES, flag=True)
     lmbda: float = option(0.5, help="--data-mode on_policy: probability that a batch uses the student's own "
                                     "samples (GKD's λ)", min=0, max=1, flag="lambda")
@@ -133,6 +142,9 @@ class DistillLMConfig:
             raise DistillerError(f"--teacher-topk in {source}: --data-mode {self.data_mode} generates its responses "
                                  "during training, so no teacher cache can hold them (use supervised or seqkd, or "
                                  "--teacher-topk 0)")
+        if self.teacher_topk and self.inter_loss != "none":
+            raise DistillerError(f"--teacher-topk with --inter-loss {self.inter_loss} in {source}: hidden states "
+                                 "need the live teacher (the cache holds its output distribution only)")
         if self.student and self.student_layers != "every3":
             raise DistillerError(f"--student and --student-layers in {source}: give one (a student directory, or the "
                                  "teacher layers to keep)")
@@ -285,7 +297,7 @@ class LMDistillModule(nn.Module):
     """The trainable module: the student, the divergence and the CE term. ``forward(batch)`` needs the teacher's
     logits in ``batch["teacher_logits"]`` (added by :class:`LMTeacherRunner`); ``predict(batch)`` generates."""
 
-    def __init__(self, student, cfg: DistillLMConfig, pad_id: int, eos_id: int):
+    def __init__(self, student, cfg: DistillLMConfig, pad_id: int, eos_id: int, teacher_config=None):
         super().__init__()
         self.student = student
         self.loss_name = DIVERGENCE_NAMES[cfg.divergence]
@@ -296,6 +308,32 @@ class LMDistillModule(nn.Module):
         self.max_new_tokens = int(cfg.data.max_new_tokens)
         self.pad_id, self.eos_id = int(pad_id), int(eos_id)
         self.progress = 0.0
+        self.pairs: list = []
+        self.inter_name = cfg.inter_loss
+        self.inter_weight = float(cfg.inter_weight)
+        if cfg.inter_loss != "none":
+            self._build_inter(cfg, teacher_config)
+
+    def _build_inter(self, cfg, teacher_config) -> None:
+        """Layer pairs (``kd.mapping``: skip or last over hidden states 0..L), a linear projection per pair when the
+        widths differ, and one MI-α critic per pair (mean-pooled over the real tokens) for ``mi_alpha``."""
+        from distiller_nlp.core.capture import num_layers
+        from distiller_nlp.core.losses.mutual_info import MIAlphaLoss
+        from distiller_nlp.kd.mapping import layer_mapping
+
+        if teacher_config is None:
+            raise DistillerError("--inter-loss needs the teacher's config")
+        lt, ls = int(teacher_config.num_hidden_layers), num_layers(self.student)
+        self.pairs = layer_mapping(cfg.mapping, lt, ls, "hidden")
+        ds, dt = int(self.student.config.hidden_size), int(teacher_config.hidden_size)
+        self.proj = nn.ModuleList([nn.Linear(ds, dt) for _ in self.pairs]) if ds != dt else None
+        self.critics = (nn.ModuleList([MIAlphaLoss(dt if self.proj is not None else ds, dt, alpha=cfg.mi_alpha,
+                                                   pool="mean") for _ in self.pairs])
+                        if cfg.inter_loss == "mi_alpha" else None)
+
+    @property
+    def teacher_layers(self) -> list:
+        return [t for t, _ in self.pairs]
 
     def set_progress(self, p: float) -> None:
         """The engine's training progress (global step / total steps): it seeds the batch's sampling draws."""
@@ -308,10 +346,21 @@ class LMDistillModule(nn.Module):
     def forward(self, batch) -> dict:
         from distiller_nlp.lm.divergences import lm_divergence
 
-        logits = self._logits(batch)[:, :-1]
-        mask = batch["loss_mask"]
         out = {}
+        if self.pairs:
+            from distiller_nlp.core.capture import FeatureCapture
+
+            with FeatureCapture(self.student, hidden_layers=sorted({s for _, s in self.pairs})) as cap:
+                logits = self._logits(batch)[:, :-1]
+            hidden = cap.hidden
+        else:
+            logits = self._logits(batch)[:, :-1]
+        mask = batch["loss_mask"]
         loss = logits.new_zeros((), dtype=torch.float32)
+        if self.pairs:
+            inter = self._inter(hidden, batch["teacher_hidden"], batch["attention_mask"])
+            out[self.inter_name] = inter.detach()
+            loss = loss + self.inter_weight * inter
         if self.hard_weight < 1:
             if "t_idx" in batch:  # the cached top-k teacher targets
                 from distiller_nlp.lm.sparse import SparseTargets
@@ -332,6 +381,19 @@ class LMDistillModule(nn.Module):
             loss = loss + self.hard_weight * ce
         out["loss"] = loss
         return out
+
+    def _inter(self, hidden: dict, teacher_hidden: dict, mask: torch.Tensor) -> torch.Tensor:
+        from distiller_nlp.core.losses import get_loss
+
+        total = 0.0
+        for i, (t, s) in enumerate(self.pairs):
+            h_s = hidden[s] if self.proj is None else self.proj[i](hidden[s])
+            h_t = teacher_hidden[t]
+            if self.critics is not None:
+                total = total + self.critics[i](h_s, h_t, mask)
+            else:
+                total = total + get_loss(self.inter_name)(h_s, h_t, mask)
+        return total / len(self.pairs)
 
     @torch.no_grad()
     def predict(self, batch) -> torch.Tensor:
@@ -391,11 +453,18 @@ class LMTeacherRunner:
             self.generated += 1
             self.tokens += int(out.response_mask.sum())
             batch = {**batch, **_from_generation(out)}
-        if self.module.hard_weight >= 1 or "t_idx" in batch:  # CE only, or cached targets: no teacher pass
+        needs_hidden = bool(self.module.pairs)
+        if not needs_hidden and (self.module.hard_weight >= 1 or "t_idx" in batch):  # CE only / cached targets
             return batch
-        teacher_logits = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                      position_ids=batch["position_ids"], use_cache=False).logits
-        return {**batch, "teacher_logits": teacher_logits}
+        kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      position_ids=batch["position_ids"], use_cache=False)
+        if needs_hidden:
+            from distiller_nlp.core.capture import FeatureCapture
+
+            with FeatureCapture(self.teacher, hidden_layers=sorted(set(self.module.teacher_layers))) as cap:
+                teacher_logits = self.teacher(**kwargs).logits
+            return {**batch, "teacher_logits": teacher_logits, "teacher_hidden": dict(cap.hidden)}
+        return {**batch, "teacher_logits": self.teacher(**kwargs).logits}
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -584,7 +653,7 @@ def distill_lm(cfg: DistillLMConfig, resume: bool = False, overwrite: bool = Fal
     run.start(cfg)
 
     pad, eos = int(tokenizer.pad_token_id), _eos_id(tokenizer)
-    module = LMDistillModule(student, cfg, pad, eos)
+    module = LMDistillModule(student, cfg, pad, eos, teacher_config=teacher.config)
     runner = LMTeacherRunner(teacher, module, cfg, seed=cfg.train.seed + 1000 * accelerator.process_index)
     evals = {"validation": tok["validation"], **({"test": tok["test"]} if "test" in tok else {})}
 
@@ -617,6 +686,8 @@ def _write_card(directory: str, cfg: DistillLMConfig, metrics: dict, extra: dict
         task_type="text-generation", tags=["knowledge-distillation", "distiller-nlp", cfg.data_mode],
         dataset_name=cfg.data.task,
         pipeline={"data mode": cfg.data_mode, "divergence": cfg.divergence, "temperature": cfg.temperature,
+                  **({"intermediate": f"{cfg.inter_loss} on hidden states, {cfg.mapping} mapping, weight "
+                                      f"{cfg.inter_weight:g}"} if cfg.inter_loss != "none" else {}),
                   "CE weight": cfg.hard_label_weight,
                   **({"λ": cfg.lmbda} if cfg.data_mode == "on_policy" else {}),
                   **({"top-K": cfg.top_k, "proposals": cfg.num_proposals} if cfg.data_mode == "skd" else {})},

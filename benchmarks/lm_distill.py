@@ -4,14 +4,14 @@
 Protocol (fixed 2026-12-04 before its first measured run):
 
 * Task ``bbc-headline-gen`` (``distiller_nlp.lm.tasks``): 800 training articles drawn with ``subset_seed`` 42 from
-  the 1,645 of the training split; model selection on 100 of the 206 validation articles (same seed); reported on
+  the 1,645 of the training split; model selection on 64 of the 206 validation articles (same seed); reported on
   all 206 test articles. Prompt = the fixed instruction + the article's lead through the chat template; responses
   cut at 24 tokens; greedy decoding for every score.
 * Teacher: the packaged SmolLM2-135M-Instruct (``smollm2``), measured two ways: prompted as shipped (zero-shot), and
-  fine-tuned on the 800 training headlines (cross-entropy only, 200 steps, batch 8, lr 5e-5, selection on dev
+  fine-tuned on the 800 training headlines (cross-entropy only, 100 steps, batch 8, lr 5e-5, selection on dev
   ROUGE-L). The one with the higher dev ROUGE-L is the teacher of every KD row (both are reported).
 * Student: the teacher cut to every third layer (10 of 30 layers, 63.7M parameters, initialised from the teacher).
-* Rows, each trained 150 optimizer steps at batch 8 and lr 1e-4 (explicit, so every row sees the same schedule),
+* Rows, each trained 100 optimizer steps at batch 8 and lr 1e-4 (explicit, so every row sees the same schedule),
   evaluated every 50 steps on dev, best model kept:
   ``no KD`` (cross-entropy on the dataset headlines, ``--hard-label-weight 1``), ``supervised KD`` (forward KL on
   the dataset headlines), ``seq-KD`` (forward KL on the teacher's greedy headlines), ``on-policy GKD``
@@ -20,7 +20,8 @@ Protocol (fixed 2026-12-04 before its first measured run):
 * Reported: test ROUGE-1/2/L and exact match mean ± std, the student/teacher ROUGE-L ratio, training examples/s and
   wall time per row (mean over seeds), SKD's replacement rate; a PNG of ROUGE-L per row. SKD's paper claims it beats
   supervised and on-policy KD: the table says whether it does here.
-* Budget: about 4 CPU-hours on 2 cores. Finished runs are reused and an interrupted one resumes (workspace
+* Budget: about 4 CPU-hours on 2 cores (a supervised step took ~19 s on a loaded 2-core machine in a smoke run;
+  generating modes cost more per step). Finished runs are reused and an interrupted one resumes (workspace
   ``runs/lm_distill``), so the benchmark may span sessions; ``--seeds`` / ``--rows`` select a part.
 
 Usage: ``python benchmarks/lm_distill.py [--seeds 1,2,3] [--rows no_kd,supervised,seqkd,gkd,skd]`` →
@@ -41,10 +42,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 PROTOCOL = {
-    "version": 1, "task": "bbc-headline-gen", "train_examples": 800, "dev_examples": 100, "subset_seed": 42,
+    "version": 1, "task": "bbc-headline-gen", "train_examples": 800, "dev_examples": 64, "subset_seed": 42,
     "max_new_tokens": 24, "max_prompt_tokens": 160, "batch_size": 8,
-    "teacher_finetune": {"max_steps": 200, "lr": 5e-5, "eval_steps": 50, "seed": 1},
-    "student": {"max_steps": 150, "lr": 1e-4, "eval_steps": 50, "student_layers": "every3"},
+    "teacher_finetune": {"max_steps": 100, "lr": 5e-5, "eval_steps": 50, "seed": 1},
+    "student": {"max_steps": 100, "lr": 1e-4, "eval_steps": 50, "student_layers": "every3"},
     "rows": {
         "no_kd": {"data_mode": "supervised", "hard_label_weight": 1.0},
         "supervised": {"data_mode": "supervised", "divergence": "fkl"},

@@ -129,6 +129,8 @@ def test_distill_appends_a_record(tiny_teacher, sst2_dir, tmp_path, capsys):
     assert r["student_layers"] == 1 and r["teacher_layers"] == 2 and r["student_flops"] < r["teacher_flops"]
     assert all(c in df.columns for c in META_FEATURE_NAMES) and r["mf_n_train"] == 96
     assert 0 <= r["teacher_score"] <= 1 and r["wall_s"] > 0
+    # --lr auto (the default when FAST gives no --lr): the record's lr is the chosen value, never the 0 marker
+    assert all(df["p_lr"] > 0) and r["p_lr"] == pytest.approx(metrics["lr_auto_chosen"])  # a short run: 5e-5
 
 
 def test_a_teacher_without_a_classifier_leaves_its_embedding_features_out(tiny_backbone, tiny_teacher, sst2_dir):

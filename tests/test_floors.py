@@ -73,3 +73,37 @@ def test_floors_of_a_single_class_or_wordless_training_split():
     assert f["floor_tfidf_eval_accuracy"] == f["floor_majority_eval_accuracy"] == 0.5
     f = compute_floors({"train": _split([("!", 1), ("?", 0), ("!!", 1)]), "validation": dev}, task)
     assert 0.0 <= f["floor_tfidf_eval_accuracy"] <= 1.0
+
+
+def test_vision_pixel_floors_match_hand_computed_values_and_warn_only_a_weak_run():
+    import torch
+
+    from vision_kd.data.base import TensorImageDataset
+    from vision_kd.floors import pixel_floor_warning, pixel_floors
+
+    # class = whether the left or the right pixel is lit: logistic regression on pixels separates it exactly;
+    # 3 of 5 training labels are 0, so the majority class is 0
+    def ds(rows):
+        return TensorImageDataset(torch.tensor([[[[a, b]]] for a, b, _ in rows], dtype=torch.float32),
+                                  torch.tensor([y for _, _, y in rows]))
+
+    train = ds([(1, 0, 0), (1, 0, 0), (1, 0, 0), (0, 1, 1), (0, 1, 1)])
+    dev, test = ds([(0, 1, 1), (1, 0, 0), (0, 1, 1), (0, 1, 1)]), ds([(1, 0, 0), (0, 1, 1)])
+    f = pixel_floors(train, {"validation": dev, "test": test})
+    assert f["floor_majority_eval_accuracy"] == pytest.approx(1 / 4) and f["floor_majority_test_accuracy"] == 0.5
+    assert f["floor_pixels_eval_accuracy"] == 1.0 and f["floor_pixels_test_accuracy"] == 1.0
+    weak = pixel_floor_warning({"eval_accuracy": 0.75, **f}, who="kd")
+    assert weak and "does not beat the pixel floor 1.0000" in weak and "\n" not in weak
+    assert pixel_floor_warning({"eval_accuracy": 1.0, "floor_pixels_eval_accuracy": 0.9}) is None
+
+
+def test_a_vision_run_records_its_floors(tmp_path):
+    from vision_kd.cli import main as vmain
+
+    out = tmp_path / "ce"
+    assert vmain(["train", "--method", "ce", "--dataset", "digits", "--student", "mlp_small", "--epochs", "1",
+                  "--max-steps", "2", "--lr", "1e-6", "--threads", "1", "--report-to", "none",
+                  "--output-dir", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["floor_pixels_eval_accuracy"] > 0.8 and 0 < m["floor_majority_eval_accuracy"] < 0.2  # real digits
+    assert "floor_pixels_test_accuracy" in m and "pixel floor" in m["floor_warning"]  # 2 steps at 1e-6: weak

@@ -279,6 +279,15 @@ def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str)
                     export_fn=lambda mod, d: mod.export(d, export_extra), resume=run.resume, run_name="vision_kd",
                     accelerator=accelerator)
     result = engine.train()
+    floors = {}
+    if not landmarks and accelerator.is_main_process:  # the cheap floors (issue #22), on the same splits
+        from vision_kd.floors import pixel_floor_warning, pixel_floors
+
+        floors = pixel_floors(data.train, data.eval_sets(), seed=cfg.train.seed)
+        warning = pixel_floor_warning({**result.metrics, **floors}, who=cfg.method)
+        if warning:
+            floors["floor_warning"] = warning
+            accelerator.print(f"warning: {warning}")
     epochs_done = result.global_step * cfg.train.grad_accum / max(1, prepared.context.batches_per_epoch)
     runtime = result.metrics["train_runtime_s"]
 
@@ -293,7 +302,7 @@ def _train_vision(cfg: VisionConfig, resume: bool, overwrite: bool, source: str)
         "method_params": module.params_dict(), "teachers": prepared.teacher_paths, "teacher_cached": cached,
         "train_examples": len(data.train), "epochs_done": round(epochs_done, 3),
         "seconds_per_epoch": round(runtime / epochs_done, 4) if epochs_done else 0.0,
-        "seed": cfg.train.seed, "split_seed": cfg.split_seed, **prepared.extra_metrics,
+        "seed": cfg.train.seed, "split_seed": cfg.split_seed, **prepared.extra_metrics, **floors,
     })
 
 

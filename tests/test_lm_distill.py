@@ -152,8 +152,8 @@ def test_a_killed_run_resumes_to_the_same_metrics(lm_files, tmp_path):
 
     def argv(out):
         a = _argv(lm_files, out, "--data-mode", "on_policy", "--lambda", "0.5", "--save-steps", "2",
-                  "--eval-steps", "3")
-        a[a.index("--max-steps") + 1] = "6"
+                  "--eval-steps", "8")
+        a[a.index("--max-steps") + 1] = "24"  # long enough that the kill at step 4 lands before the end
         return a
 
     ref = subprocess.run(cmd + argv(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
@@ -162,14 +162,14 @@ def test_a_killed_run_resumes_to_the_same_metrics(lm_files, tmp_path):
     proc = subprocess.Popen(cmd + argv(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "checkpoints").glob("checkpoint-00000004")):
-        time.sleep(0.1)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert not (out / "metrics.json").exists()
     again = subprocess.run(cmd + argv(out) + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", out))
-    assert a["global_step"] == b["global_step"] == 6
+    assert a["global_step"] == b["global_step"] == 24
     for key in [k for k in a if k.startswith(("eval_", "test_")) and not k.endswith("_s")]:
         assert a[key] == pytest.approx(b[key], abs=1e-9), key
     from safetensors.torch import load_file

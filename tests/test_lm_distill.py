@@ -228,3 +228,11 @@ def test_hidden_state_objectives_with_a_layer_mapping(lm_files, tmp_path, inter,
     hist = json.loads((out / "history.json").read_text())["train"]
     assert any(inter in h for h in hist), hist[:2]  # the objective was logged beside the divergence
     assert m["global_step"] == 4 and "intermediate" in (out / "README.md").read_text()
+
+
+def test_dev_and_test_subsets_are_capped_separately(lm_files):
+    from distiller_nlp.lm.distill import LMDataConfig, load_lm_data
+
+    dd = load_lm_data(LMDataConfig(task=lm_files["data"], max_train_examples=10, max_eval_examples=3,
+                                   max_test_examples=0))
+    assert {k: len(v) for k, v in dd.items()} == {"train": 10, "validation": 3, "test": 8}

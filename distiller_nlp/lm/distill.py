@@ -69,7 +69,9 @@ class LMDataConfig:
                                                 ".jsonl files with 'prompt' and 'response'", flag=True)
     max_train_examples: int = option(0, help="use at most this many training examples (0 = all; seeded)", min=0,
                                      flag=True)
-    max_eval_examples: int = option(0, help="use at most this many dev/test examples (0 = all; seeded)", min=0,
+    max_eval_examples: int = option(0, help="use at most this many dev examples (0 = all; seeded)", min=0,
+                                    flag=True)
+    max_test_examples: int = option(0, help="use at most this many test examples (0 = all; seeded)", min=0,
                                     flag=True)
     subset_seed: int = option(42, help="seed of the example subsets")
     max_prompt_tokens: int = option(256, help="longest prompt (tokens, chat template included); a longer one is an "
@@ -193,7 +195,7 @@ def load_lm_data(cfg: LMDataConfig):
             raise DistillerError(f"the {split} split of {cfg.task} is empty")
     out = {}
     for split, ds in dd.items():
-        cap = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
+        cap = {"train": cfg.max_train_examples, "test": cfg.max_test_examples}.get(split, cfg.max_eval_examples)
         if cap and len(ds) > cap:
             ds = ds.shuffle(seed=cfg.subset_seed).select(range(cap))
         out[split] = ds

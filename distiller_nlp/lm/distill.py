@@ -515,14 +515,7 @@ def teacher_responses(teacher, tokenizer, tok_train, cfg: DistillLMConfig, accel
                 toks = [t for t, k in zip(row, m) if k]
                 responses.append(toks if toks and toks[-1] == eos else toks[: cfg.data.max_new_tokens - 1] + [eos])
         ds = datasets.Dataset.from_dict({"prompt_ids": prompts, "response_ids": responses})
-        tmp = f"{target}.tmp-{os.getpid()}"
-        ds.save_to_disk(tmp)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if os.path.isdir(target):
-            import shutil
-
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        _save_atomic(ds, target)
     accelerator.wait_for_everyone()
     return datasets.load_from_disk(target)
 
@@ -559,16 +552,22 @@ def teacher_topk_cache(teacher, tokenizer, train_set, cfg: DistillLMConfig, acce
                         cols[key].append(value[0])
         feats = datasets.Features({**train_set.features, **column_features(vocab, dtype="float32")})
         ds = datasets.Dataset.from_dict({**train_set.to_dict(), **cols}, features=feats)
-        tmp = f"{target}.tmp-{os.getpid()}"
-        ds.save_to_disk(tmp)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if os.path.isdir(target):
-            import shutil
-
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        _save_atomic(ds, target)
     accelerator.wait_for_everyone()
     return datasets.load_from_disk(target)
+
+
+def _save_atomic(ds, target: str) -> None:
+    """Save a ``datasets`` object to ``target`` through a temporary directory and a rename (a kill leaves no half
+    cache that a later run would accept)."""
+    import shutil
+
+    tmp = f"{target}.tmp-{os.getpid()}"
+    ds.save_to_disk(tmp)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.isdir(target):
+        shutil.rmtree(target)
+    os.replace(tmp, target)
 
 
 def _dir_bytes(path: str) -> int:
